@@ -1,0 +1,43 @@
+"""``prorl train [CONFIG.yaml] [section.key=value ...] [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML config (default: the built-in tiny CPU preset)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algo.eps_high=0.28 rollout.n=16")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in trainer.run_dir")
+    p.add_argument("--overwrite", action="store_true", help="start over in an existing trainer.run_dir")
+    p.add_argument("--help-config", action="store_true", help="list every config key with its default and meaning")
+
+
+def run(args: argparse.Namespace) -> int:
+    from prorl.config import ConfigError, describe_fields, load_config
+
+    if args.help_config:
+        for key, default, doc in describe_fields():
+            print(f"{key:36s} {default:24s} {doc}")
+        return 0
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        overrides.insert(0, config)  # `prorl train rollout.n=4` with no file
+        config = None
+    try:
+        cfg = load_config(config, overrides)
+        from prorl.trainer.loop import train
+
+        train(cfg, resume=args.resume, overwrite=args.overwrite)
+    except ConfigError as e:
+        print(f"prorl train: config error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from prorl.data.dataset import DataError
+
+        if isinstance(e, DataError):
+            print(f"prorl train: data error: {e}", file=sys.stderr)
+            return 2
+        raise
+    return 0

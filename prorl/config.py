@@ -1,0 +1,363 @@
+"""One typed config: dataclasses loaded from YAML plus dotted command-line overrides.
+
+``load_config("my.yaml", ["algo.eps_high=0.28", "rollout.n=16"])``. Field defaults are the
+ProRL paper's values (DeepSeek-R1-Distill-Qwen-1.5B); the built-in CPU preset
+(``prorl/configs/tiny.yaml``) overrides what a tiny model needs. Unknown keys and wrong types are
+rejected before anything loads, naming the key and the nearest valid one. Every field carries
+its documentation in ``metadata["doc"]`` (``prorl train --help-config`` prints them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def f(default: Any, doc: str, **kw: Any) -> Any:
+    """A dataclass field with a documentation string (mutable defaults copied)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **kw})
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+class ConfigError(ValueError):
+    """A config key, value or combination is invalid."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = f("builtin:tiny", "HF hub name or local directory of the policy; 'builtin:tiny' is the shipped tiny warm start")
+    dtype: str = f("float32", "parameter dtype: float32 | bfloat16 | float16", choices=("float32", "bfloat16", "float16"))
+    gradient_checkpointing: bool = f(False, "recompute activations in the backward pass to save memory")
+
+
+@dataclass
+class DataConfig:
+    train_files: list[str] = f([], "verl-schema parquet/JSONL training files; empty = built-in tasks")
+    val_files: list[str] = f([], "verl-schema validation files; empty = built-in tasks' held-out split")
+    builtin_tasks: list[str] = f(["add", "sort"], "built-in tasks used when no files are given")
+    builtin_train_size: int = f(4000, "training problems per built-in task")
+    builtin_val_size: int = f(64, "held-out validation problems per built-in task")
+    max_prompt_length: int = f(1024, "prompts longer than this (tokens) are rejected at load time")
+    val_max_prompts: int = f(0, "cap on validation prompts per data_source (0 = all)")
+    domain_weights: dict[str, float] = f({}, "sampling weight per data_source for the training mix (empty = natural mix)")
+    shuffle: bool = f(True, "shuffle training prompts each epoch")
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = f("hf", "rollout engine: hf (transformers generate, CPU) | vllm (GPU)", choices=("hf", "vllm"))
+    n: int = f(16, "responses sampled per prompt (GRPO group size)")
+    temperature: float = f(1.2, "sampling temperature for training rollouts")
+    top_p: float = f(1.0, "nucleus sampling for training rollouts")
+    max_response_length: int = f(8192, "max new tokens per response; longer ones are truncated")
+    max_batch_size: int = f(256, "sequences per generate call (hf engine)")
+    gpu_memory_utilization: float = f(0.5, "vllm: fraction of GPU memory for the engine")
+
+
+@dataclass
+class AlgoConfig:
+    eps_low: float = f(0.2, "lower clip range: ratio clipped at 1 - eps_low")
+    eps_high: float = f(0.4, "upper clip range (DAPO clip-higher): ratio clipped at 1 + eps_high")
+    loss_agg_mode: str = f("token-mean", "loss aggregation", choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
+    norm_adv_by_std: bool = f(True, "GRPO: divide group-centred rewards by the group's std")
+    kl_coef: float = f(1e-4, "beta of the KL penalty to the reference policy; 0 skips the reference model")
+    kl_estimator: str = f("k3", "KL estimator", choices=("k1", "k2", "k3"))
+    entropy_coef: float = f(0.0, "entropy bonus coefficient (0 = off, as in ProRL)")
+    dynamic_sampling: bool = f(True, "DAPO: drop groups whose rewards are all equal and refill the batch")
+    max_gen_rounds: int = f(8, "dynamic sampling: max generation rounds per step before training on what there is")
+
+
+@dataclass
+class ActorConfig:
+    lr: float = f(2e-6, "AdamW learning rate (constant after warm-up)")
+    lr_warmup_steps: int = f(0, "linear warm-up steps")
+    weight_decay: float = f(0.01, "AdamW weight decay")
+    betas: list[float] = f([0.9, 0.999], "AdamW betas")
+    grad_clip: float = f(1.0, "max global grad norm")
+    train_batch_size: int = f(256, "prompts per training step (after dynamic-sampling filtering)")
+    ppo_mini_batch_size: int = f(64, "prompts per optimizer update; train_batch_size / this = updates per step")
+    ppo_epochs: int = f(1, "passes over each step's batch")
+    micro_batch_size: int = f(64, "sequences per forward/backward (gradient accumulation)")
+
+
+@dataclass
+class RewardConfig:
+    server_url: str = f("", "URL of `prorl serve-rewards`; empty = score in-process with worker processes")
+    num_workers: int = f(2, "verifier worker processes")
+    timeout_s: float = f(10.0, "hard wall-clock limit per verification")
+    strip_think: bool = f(True, "score only the text after </think> when present")
+    overlong_buffer_len: int = f(0, "DAPO overlong penalty: length of the buffer before the limit (0 = off)")
+    overlong_penalty_factor: float = f(1.0, "DAPO overlong penalty at the limit")
+    truncation_penalty: float = f(0.0, "subtracted from the reward of responses that never stop (no EOS)")
+    mask_truncated: bool = f(False, "exclude truncated responses from the policy loss")
+
+
+@dataclass
+class ValidationConfig:
+    every: int = f(10, "validate every N steps (0 = never)")
+    at_start: bool = f(True, "validate before the first step")
+    n: int = f(4, "samples per validation prompt (pass@1 is their mean)")
+    temperature: float = f(0.6, "validation sampling temperature (paper: 0.6)")
+    top_p: float = f(0.95, "validation nucleus sampling (paper: 0.95)")
+    max_response_length: int = f(0, "validation max new tokens (0 = rollout.max_response_length)")
+
+
+@dataclass
+class ResetConfig:
+    steps: list[int] = f([], "hard-reset the reference at these steps")
+    reset_reference: bool = f(True, "a reset copies the policy into the reference")
+    reset_optimizer: bool = f(True, "a reset reinitialises the optimizer state")
+    auto: bool = f(False, "automatic resets from the trigger policies below")
+    triggers: list[str] = f(["kl_spike", "val_degradation", "val_plateau"], "automatic triggers in priority order")
+    kl_window: int = f(20, "kl_spike: steps in the median window")
+    kl_factor: float = f(5.0, "kl_spike: fire when KL > factor x recent median")
+    kl_min_history: int = f(10, "kl_spike: steps needed before it can fire")
+    kl_abs_floor: float = f(1e-3, "kl_spike: KL below this never fires")
+    val_margin: float = f(0.05, "val_degradation: drop below the best that counts")
+    val_patience: int = f(3, "val_degradation: consecutive evaluations below best - margin")
+    plateau_patience: int = f(5, "val_plateau: evaluations without improvement")
+    plateau_min_delta: float = f(0.01, "val_plateau: improvement that counts")
+    min_steps_between_resets: int = f(50, "cooldown between automatic resets")
+    rollback_to_best: bool = f(False, "on reset, reload the best checkpoint (by validation) instead of the current policy")
+
+
+@dataclass
+class TrainerConfig:
+    total_steps: int = f(1000, "training steps (one rollout + update each)")
+    max_minutes: float = f(0.0, "stop (after checkpointing) once this wall-clock budget is spent (0 = no limit)")
+    run_dir: str = f("runs/prorl", "where metrics, TensorBoard logs and checkpoints go")
+    save_every: int = f(50, "checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = f(2, "keep the newest N checkpoints (plus the best)")
+    seed: int = f(0, "global seed")
+    threads: int = f(0, "torch CPU threads (0 = torch default)")
+    tensorboard: bool = f(True, "write TensorBoard event files to RUN_DIR/tensorboard")
+    wandb: bool = f(False, "also log to Weights & Biases (needs `pip install wandb`)")
+    wandb_project: str = f("prorl", "W&B project")
+    progress_bar: bool = f(True, "show a progress bar")
+    device: str = f("auto", "cpu | cuda | auto")
+
+
+@dataclass
+class StageConfig:
+    name: str = f("", "stage name (e.g. run1)")
+    until_step: int = f(0, "the stage ends after this global step (0 = last stage, runs to the end)")
+    until_trigger: bool = f(False, "also end the stage when an automatic reset trigger fires")
+    reset_on_enter: bool = f(False, "hard reset (reference + optimizer) when this stage starts")
+    overrides: dict[str, Any] = f({}, "dotted config keys this stage changes, e.g. {rollout.max_response_length: 16384}")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    reset: ResetConfig = field(default_factory=ResetConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    stages: list[StageConfig] = field(default_factory=list, metadata={"doc": "chained runs, each overriding settings (ProRL runs 1-8)"})
+
+
+BUILTIN_PRESET = Path(__file__).parent / "configs" / "tiny.yaml"
+
+
+# --------------------------------------------------------------------------- type checking
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _from_dict(tp, value, key)
+    if origin in (list, tuple):
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        k_tp, v_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(k, k_tp, key): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: {value!r} is not a {_type_name(tp)}")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got boolean {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _unknown_key(cls: type, key: str, prefix: str) -> ConfigError:
+    names = [fl.name for fl in dataclasses.fields(cls)]
+    near = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    full = f"{prefix}.{key}" if prefix else key
+    hint = f"; did you mean '{(prefix + '.') if prefix else ''}{near[0]}'?" if near else ""
+    return ConfigError(f"unknown config key '{full}'{hint} (valid: {', '.join(names)})")
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields_by_name = {fl.name: fl for fl in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in (data or {}).items():
+        if key not in fields_by_name:
+            raise _unknown_key(cls, str(key), prefix)
+        full = f"{prefix}.{key}" if prefix else key
+        v = _coerce(value, hints[key], full)
+        choices = fields_by_name[key].metadata.get("choices")
+        if choices and v not in choices:
+            raise ConfigError(f"{full}: {v!r} is not one of {', '.join(map(str, choices))}")
+        kwargs[key] = v
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+# --------------------------------------------------------------------------- overrides
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"algo.eps_high=0.28"`` -> (["algo", "eps_high"], 0.28); values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), value
+
+
+def set_dotted(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[path[-1]] = value
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with dotted ``overrides`` applied and re-validated (used by stages)."""
+    tree = to_dict(cfg)
+    for key, value in overrides.items():
+        set_dotted(tree, key.split("."), value)
+    return from_dict(tree)
+
+
+def from_dict(tree: dict) -> Config:
+    cfg = _from_dict(Config, tree)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), *, preset: bool | None = None) -> Config:
+    """Load YAML (or the built-in tiny preset when ``path`` is None) and apply dotted overrides."""
+    tree: dict = {}
+    if path is None and preset is not False:
+        tree = yaml.safe_load(BUILTIN_PRESET.read_text()) or {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping")
+        tree = _merge(tree, loaded)
+    for text in overrides:
+        keys, value = parse_override(text)
+        set_dotted(tree, keys, value)
+    return from_dict(tree)
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible settings before anything loads."""
+    a, r, t = cfg.actor, cfg.rollout, cfg.algo
+    checks = [
+        (r.n >= 1, "rollout.n must be >= 1"),
+        (not (t.dynamic_sampling and r.n < 2), "algo.dynamic_sampling needs rollout.n >= 2 (a group of one always has equal rewards)"),
+        (r.temperature >= 0, "rollout.temperature must be >= 0"),
+        (0 < r.top_p <= 1, "rollout.top_p must be in (0, 1]"),
+        (r.max_response_length >= 1, "rollout.max_response_length must be >= 1"),
+        (t.eps_low >= 0 and t.eps_high >= 0, "algo.eps_low / eps_high must be >= 0"),
+        (t.eps_low < 1, "algo.eps_low must be < 1 (the ratio is clipped at 1 - eps_low)"),
+        (t.kl_coef >= 0, "algo.kl_coef must be >= 0"),
+        (t.max_gen_rounds >= 1, "algo.max_gen_rounds must be >= 1"),
+        (a.lr > 0, "actor.lr must be > 0"),
+        (len(a.betas) == 2 and all(0 <= b < 1 for b in a.betas), "actor.betas must be two numbers in [0, 1)"),
+        (a.train_batch_size >= 1 and a.ppo_mini_batch_size >= 1 and a.micro_batch_size >= 1, "batch sizes must be >= 1"),
+        (a.train_batch_size % a.ppo_mini_batch_size == 0,
+         f"actor.train_batch_size ({a.train_batch_size}) must be a multiple of actor.ppo_mini_batch_size ({a.ppo_mini_batch_size})"),
+        (a.ppo_epochs >= 1, "actor.ppo_epochs must be >= 1"),
+        (cfg.trainer.total_steps >= 0, "trainer.total_steps must be >= 0"),
+        (cfg.validation.n >= 1, "validation.n must be >= 1"),
+        (cfg.reward.num_workers >= 1, "reward.num_workers must be >= 1"),
+        (cfg.reward.timeout_s > 0, "reward.timeout_s must be > 0"),
+        (cfg.reward.overlong_buffer_len < r.max_response_length,
+         "reward.overlong_buffer_len must be smaller than rollout.max_response_length"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    prev = 0
+    for i, st in enumerate(cfg.stages):
+        last = i == len(cfg.stages) - 1
+        if not last and st.until_step <= prev and not st.until_trigger:
+            raise ConfigError(f"stages[{i}] ({st.name or i}): until_step must increase (> {prev}) or until_trigger be set")
+        prev = max(prev, st.until_step)
+        try:
+            probe = to_dict(cfg)
+            probe["stages"] = []
+            for key, value in st.overrides.items():
+                if key.split(".")[0] == "stages":
+                    raise ConfigError("a stage cannot override stages")
+                set_dotted(probe, key.split("."), value)
+            validate(_from_dict(Config, probe))
+        except ConfigError as e:
+            raise ConfigError(f"stages[{i}] ({st.name or i}) overrides: {e}") from None
+
+
+def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, doc) for every field, for ``--help-config`` and the README."""
+    rows = []
+    for fl in dataclasses.fields(cls):
+        key = f"{prefix}{fl.name}"
+        tp = typing.get_type_hints(cls)[fl.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe_fields(tp, key + ".")
+            continue
+        default = fl.default if fl.default is not dataclasses.MISSING else fl.default_factory()  # type: ignore[misc]
+        rows.append((key, repr(default), fl.metadata.get("doc", "")))
+    return rows

@@ -1,0 +1,190 @@
+"""Loading and validating verl-schema datasets (parquet or JSONL) and sampling prompts resumably.
+
+A row: ``data_source`` (str), ``prompt`` (list of ``{"role", "content"}``), ``ability`` (str,
+optional), ``reward_model.ground_truth``, ``extra_info`` (dict, optional). Every row is checked up
+front; a malformed one is rejected with its file and row number before training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from prorl.verifiers.base import resolve_domain
+
+
+class DataError(ValueError):
+    """A dataset file or row is malformed."""
+
+
+@dataclass
+class Example:
+    """A validated row plus its tokenised prompt."""
+
+    row: dict
+    prompt_ids: list[int]
+
+    @property
+    def data_source(self) -> str:
+        return self.row["data_source"]
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """All rows of a parquet or JSONL file (bad JSON lines raise with the line number)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: file not found")
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(p).to_pylist()
+        except Exception as e:
+            raise DataError(f"{p}: cannot read parquet: {e}") from e
+    if p.suffix in (".jsonl", ".json"):
+        text = p.read_text(encoding="utf-8")
+        if p.suffix == ".json" and text.lstrip().startswith("["):
+            return json.loads(text)
+        rows = []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}: row {i}: invalid JSON ({e.msg})") from None
+        return rows
+    raise DataError(f"{p}: unsupported file type {p.suffix!r} (use .parquet or .jsonl)")
+
+
+def validate_row(row: Any) -> None:
+    """Raise ``DataError`` (without location) if ``row`` does not follow verl's schema."""
+    if not isinstance(row, dict):
+        raise DataError(f"row must be an object, got {type(row).__name__}")
+    ds = row.get("data_source")
+    if not isinstance(ds, str) or not ds:
+        raise DataError("missing or empty 'data_source' (string)")
+    prompt = row.get("prompt")
+    if not isinstance(prompt, list) or not prompt:
+        raise DataError("'prompt' must be a non-empty list of chat messages {role, content}")
+    for j, m in enumerate(prompt):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(f"prompt[{j}] must be a message with string 'role' and 'content'")
+        if m["role"] not in ("system", "user", "assistant", "tool"):
+            raise DataError(f"prompt[{j}] has unknown role {m['role']!r}")
+    rm = row.get("reward_model")
+    if not isinstance(rm, dict) or rm.get("ground_truth") is None:
+        raise DataError("missing 'reward_model.ground_truth'")
+    ability = row.get("ability")
+    if ability is not None and not isinstance(ability, str):
+        raise DataError("'ability' must be a string")
+    extra = row.get("extra_info")
+    if extra is not None and not isinstance(extra, dict):
+        raise DataError("'extra_info' must be an object")
+    try:
+        resolve_domain(ds, ability)
+    except KeyError as e:
+        raise DataError(str(e.args[0])) from None
+
+
+def load_rows(paths: Iterable[str | Path]) -> list[dict]:
+    """Read and validate every row of every file; errors name the file and the 1-based row."""
+    rows: list[dict] = []
+    for path in paths:
+        for i, row in enumerate(read_rows(path), start=1):
+            try:
+                validate_row(row)
+            except DataError as e:
+                raise DataError(f"{path}: row {i}: {e}") from None
+            row = dict(row)
+            row["extra_info"] = dict(row.get("extra_info") or {})
+            rows.append(row)
+    return rows
+
+
+def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of the chat-templated prompt, ending with the assistant turn's opening."""
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    if not isinstance(ids, list):  # newer transformers return a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def build_examples(rows: list[dict], tokenizer, max_prompt_length: int) -> tuple[list[Example], int]:
+    """Tokenise rows; prompts over ``max_prompt_length`` tokens are dropped (returned count)."""
+    out, dropped = [], 0
+    for row in rows:
+        ids = encode_prompt(tokenizer, row["prompt"])
+        if len(ids) > max_prompt_length:
+            dropped += 1
+            continue
+        out.append(Example(row, ids))
+    return out, dropped
+
+
+class PromptSampler:
+    """Endless, resumable stream of training examples.
+
+    Without weights: reshuffled epochs over all examples. With ``weights`` (per data_source):
+    each draw first picks a data_source by weight, then that source's next example. The whole
+    position lives in :meth:`state_dict`, so a resumed run continues with the exact next prompt.
+    """
+
+    def __init__(self, examples: list[Example], *, seed: int, shuffle: bool = True,
+                 weights: dict[str, float] | None = None):
+        if not examples:
+            raise DataError("no training examples")
+        self.examples = examples
+        self.seed, self.shuffle = seed, shuffle
+        self.by_source: dict[str, list[int]] = {}
+        for i, ex in enumerate(examples):
+            self.by_source.setdefault(ex.data_source, []).append(i)
+        self.set_weights(weights or {})
+        self.epoch: dict[str, int] = {}
+        self.pos: dict[str, int] = {}
+        self.draws = 0
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        unknown = set(weights) - set(self.by_source)
+        if unknown:
+            raise DataError(f"data.domain_weights names unknown data_source(s) {sorted(unknown)}; "
+                            f"known: {sorted(self.by_source)}")
+        if weights and sum(weights.values()) <= 0:
+            raise DataError("data.domain_weights must have a positive sum")
+        self.weights = dict(weights)
+
+    def _order(self, stream: str, epoch: int) -> list[int]:
+        idx = list(range(len(self.examples))) if stream == "*" else list(self.by_source[stream])
+        if self.shuffle:
+            random.Random(f"{self.seed}:{stream}:{epoch}").shuffle(idx)
+        return idx
+
+    def _next_from(self, stream: str) -> Example:
+        epoch, pos = self.epoch.get(stream, 0), self.pos.get(stream, 0)
+        order = self._order(stream, epoch)
+        if pos >= len(order):
+            epoch, pos = epoch + 1, 0
+            order = self._order(stream, epoch)
+        self.epoch[stream], self.pos[stream] = epoch, pos + 1
+        return self.examples[order[pos]]
+
+    def next(self) -> Example:
+        self.draws += 1
+        if not self.weights:
+            return self._next_from("*")
+        rng = random.Random(f"{self.seed}:pick:{self.draws}")
+        sources = sorted(s for s, w in self.weights.items() if w > 0)
+        src = rng.choices(sources, weights=[self.weights[s] for s in sources])[0]
+        return self._next_from(src)
+
+    def take(self, k: int) -> list[Example]:
+        return [self.next() for _ in range(k)]
+
+    def state_dict(self) -> dict:
+        return {"epoch": dict(self.epoch), "pos": dict(self.pos), "draws": self.draws}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos, self.draws = dict(state["epoch"]), dict(state["pos"]), int(state["draws"])

@@ -1,0 +1,73 @@
+"""Loading a Hugging Face policy and computing per-token log-probabilities and entropy.
+
+Batches use verl's layout: ``input_ids = [prompt (left-padded) | response (right-padded)]``, so the
+response always starts at column ``P`` and only the last ``R + 1`` positions' logits are needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def load_policy(name_or_path: str | Path, *, dtype: str = "float32", device: str = "cpu"):
+    """``(model, tokenizer)`` from a hub name or a local directory (HF format)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype).to(device)
+    return model, tokenizer
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding. # [B, L] -> [B, L]"""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) along the last dim. # [..., V] -> [...]"""
+    logp = logits.log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def response_logprobs(
+    model,
+    input_ids: torch.Tensor,  # [B, P + R]
+    attention_mask: torch.Tensor,  # [B, P + R]
+    response_len: int,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob of each response token (and optionally the policy entropy at that position).
+
+    Only the last ``R + 1`` hidden states go through the LM head (``logits_to_keep``), so the
+    ``[B, L, V]`` logits of the prompt are never materialised. Returns ``([B, R], [B, R] | None)``.
+    """
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        logits_to_keep=response_len + 1,
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1, :].float()  # [B, R, V] predicts response tokens
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = input_ids[:, -response_len:]  # [B, R]
+    logp = torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1)  # [B, R]
+    ent = entropy_from_logits(logits) if with_entropy else None
+    return logp, ent
+
+
+def sequence_logprobs_reference(model, input_ids, attention_mask, response_len, temperature=1.0):
+    """Slow, obviously-correct version of :func:`response_logprobs` (full logits), for tests."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits.float()
+    logits = logits[:, -response_len - 1:-1, :] / temperature
+    return F.log_softmax(logits, -1).gather(-1, input_ids[:, -response_len:].unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,68 @@
+"""The rollout-engine seam: HF ``generate`` on CPU, vLLM on GPU, same interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import torch
+
+
+@dataclass
+class Completion:
+    """One sampled response: its token ids (EOS included when it stopped) and whether it was cut
+    off by the length limit (``truncated``: no EOS within ``max_new_tokens``)."""
+
+    token_ids: list[int]
+    truncated: bool
+
+
+class RolloutEngine(Protocol):
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+    ) -> list[list[Completion]]:
+        """``n`` completions for each prompt (token ids), grouped by prompt."""
+        ...
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Make the engine sample from ``model``'s current weights."""
+        ...
+
+
+@dataclass
+class PackedBatch:
+    """Prompts left-padded and responses right-padded into one ``[B, P + R]`` tensor (verl layout)."""
+
+    input_ids: torch.Tensor  # [B, P + R]
+    attention_mask: torch.Tensor  # [B, P + R]
+    response_mask: torch.Tensor  # [B, R] 1 on real response tokens (EOS included)
+    response_len: int  # R
+
+    def select(self, idx: torch.Tensor) -> "PackedBatch":
+        return PackedBatch(self.input_ids[idx], self.attention_mask[idx], self.response_mask[idx], self.response_len)
+
+
+def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> PackedBatch:
+    """Pack parallel lists of prompt and response token ids into a :class:`PackedBatch`."""
+    if len(prompts) != len(responses):
+        raise ValueError("prompts and responses must have the same length")
+    P = max(len(p) for p in prompts)
+    R = max(1, max(len(r) for r in responses))
+    B = len(prompts)
+    ids = torch.full((B, P + R), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, P + R), dtype=torch.long)
+    rmask = torch.zeros((B, R), dtype=torch.float32)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids[i, P - len(p):P] = torch.tensor(list(p), dtype=torch.long)
+        attn[i, P - len(p):P] = 1
+        if len(r):
+            ids[i, P:P + len(r)] = torch.tensor(list(r), dtype=torch.long)
+            attn[i, P:P + len(r)] = 1
+            rmask[i, :len(r)] = 1.0
+    return PackedBatch(ids, attn, rmask, R)

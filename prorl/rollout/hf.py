@@ -1,0 +1,69 @@
+"""Rollouts with Hugging Face ``generate`` (the CPU / small-scale engine)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from prorl.rollout.base import Completion
+
+
+class HFRolloutEngine:
+    """Samples from the policy module itself, so ``sync_weights`` has nothing to copy."""
+
+    def __init__(self, model, *, eos_token_id: int | Sequence[int], pad_token_id: int, max_batch_size: int = 256):
+        self.model = model
+        self.eos_ids = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
+        self.pad_token_id = pad_token_id
+        self.max_batch_size = max_batch_size
+
+    def sync_weights(self, model) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, prompts, *, n: int, temperature: float, top_p: float, max_new_tokens: int,
+                 ) -> list[list[Completion]]:
+        was_training = self.model.training
+        self.model.eval()
+        out: list[list[Completion]] = []
+        per_call = max(1, self.max_batch_size // max(n, 1))
+        try:
+            for start in range(0, len(prompts), per_call):
+                out.extend(self._generate_chunk(prompts[start:start + per_call], n, temperature, top_p, max_new_tokens))
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _generate_chunk(self, prompts, n, temperature, top_p, max_new_tokens) -> list[list[Completion]]:
+        P = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), P), self.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            ids[i, P - len(p):] = torch.tensor(list(p))
+            attn[i, P - len(p):] = 1
+        greedy = temperature <= 0
+        seqs = self.model.generate(
+            input_ids=ids,
+            attention_mask=attn,
+            do_sample=not greedy,
+            temperature=None if greedy else temperature,
+            top_p=None if greedy else top_p,
+            top_k=None,
+            num_return_sequences=n,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=sorted(self.eos_ids),
+            pad_token_id=self.pad_token_id,
+        )[:, P:]  # [len(prompts) * n, <= max_new_tokens], grouped by prompt
+        groups: list[list[Completion]] = []
+        rows = seqs.tolist()
+        for g in range(len(prompts)):
+            group = []
+            for row in rows[g * n:(g + 1) * n]:
+                cut = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
+                if cut is None:
+                    group.append(Completion([t for t in row][:max_new_tokens], truncated=True))
+                else:
+                    group.append(Completion(row[:cut + 1], truncated=False))
+            groups.append(group)
+        return groups

@@ -1,0 +1,545 @@
+"""Run untrusted Python inside a bubblewrap sandbox.
+
+Isolation (see ``policy.py`` for how the command line is built):
+
+* fresh user/pid/net/ipc/uts/cgroup/mount namespaces (``bwrap --unshare-all``), no network at all,
+  ``--die-with-parent``, ``--new-session``, no nested user namespaces;
+* a minimal read-only filesystem: the interpreter, its stdlib and the shared libraries it needs;
+  ``/tmp`` (the working dir) is a size-limited tmpfs private to the run and gone afterwards;
+  program and data files are copied in from memfds, so nothing is written on the host's disk;
+* an empty environment (the host's variables never reach bwrap, let alone the program);
+* when the scorer runs as root, bwrap itself is started as a dedicated unprivileged uid, one per
+  concurrent slot (root would ignore ``RLIMIT_NPROC``), so the program is not root on the host;
+* rlimits applied inside before any untrusted code runs: CPU, address space, processes (counted
+  per user namespace, so one run's fork bomb cannot starve another), file size, open files;
+* wall-clock timeout and stdout/stderr caps enforced by the host, which kills the whole process
+  group (the sandbox's pid 1 dies with bwrap, taking every sandboxed process with it).
+
+If bwrap is missing or fails its self-test, :class:`SandboxUnavailable` is raised unless the
+caller explicitly opted into unsafe execution (``allow_unsafe=True``, ``configure(allow_unsafe=
+True)`` or ``PRORL_SANDBOX_ALLOW_UNSAFE=1``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import math
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from prorl.sandbox import policy
+
+log = logging.getLogger(__name__)
+
+BOOT_PATH = Path(__file__).with_name("boot.py")
+_WORK = "/tmp"  # the program's working dir inside the sandbox
+
+
+class SandboxUnavailable(RuntimeError):
+    """No working isolation on this machine (the message says why) and unsafe runs not allowed."""
+
+
+class SandboxTimeout(Exception):
+    """A sandboxed process did not answer before its deadline (it has been killed)."""
+
+
+class SandboxClosed(Exception):
+    """The sandboxed process exited or closed its output (or exceeded the message size)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource bounds of one sandboxed run."""
+
+    wall_s: float = 10.0  # host-enforced wall clock (kills the whole sandbox)
+    cpu_s: float = 10.0  # RLIMIT_CPU per process (SIGXCPU, then SIGKILL one second later)
+    memory_mb: int = 1024  # RLIMIT_AS per process
+    nproc: int = 16  # RLIMIT_NPROC inside the run's own user namespace (threads count too)
+    fsize_mb: int = 32  # RLIMIT_FSIZE: largest file the program may write
+    nofile: int = 256  # RLIMIT_NOFILE
+    max_output: int = 1 << 20  # bytes kept per stream; the run is killed when exceeded
+    tmpfs_mb: int = 64  # size of the private /tmp scratch dir
+    shm_mb: int = 16  # size of /dev/shm
+
+    def boot_args(self) -> list[str]:
+        return [str(max(1, math.ceil(self.cpu_s))), str(int(self.memory_mb) << 20),
+                str(int(self.nproc)), str(int(self.fsize_mb) << 20), str(int(self.nofile))]
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`run_python`. ``exit_code`` < 0 means killed by that signal."""
+
+    exit_code: int | None
+    stdout: bytes
+    stderr: bytes
+    wall_s: float
+    killed_by: str | None = None  # None | "timeout" | "cpu" | "memory" | "output" | "fsize" | "signal"
+    truncated: bool = False
+    sandboxed: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.killed_by is None
+
+    @property
+    def stdout_text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def stderr_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+
+@dataclass
+class SandboxConfig:
+    """Process-wide settings; environment variables give the defaults (for worker processes)."""
+
+    allow_unsafe: bool = field(default_factory=lambda: _env_flag("PRORL_SANDBOX_ALLOW_UNSAFE"))
+    python: str | None = field(default_factory=lambda: os.environ.get("PRORL_SANDBOX_PYTHON"))
+    bwrap: str | None = field(default_factory=lambda: os.environ.get("PRORL_SANDBOX_BWRAP"))
+    uid_base: int = field(default_factory=lambda: int(os.environ.get("PRORL_SANDBOX_UID_BASE",
+                                                                     "1900000000")))
+    slots: int = field(default_factory=lambda: int(os.environ.get("PRORL_SANDBOX_SLOTS", "64")))
+    extra_ro_binds: tuple[str, ...] = ()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+_CONFIG = SandboxConfig()
+_STATE_LOCK = threading.Lock()
+_BACKEND: "policy.Backend | None" = None
+_BACKEND_ERROR: str | None = None
+
+
+def configure(**kwargs) -> SandboxConfig:
+    """Change the process-wide sandbox settings (e.g. ``allow_unsafe=True``); resets the probe."""
+    global _CONFIG, _BACKEND, _BACKEND_ERROR
+    with _STATE_LOCK:
+        _CONFIG = replace(_CONFIG, **kwargs)
+        _BACKEND, _BACKEND_ERROR = None, None
+        return _CONFIG
+
+
+def get_config() -> SandboxConfig:
+    return _CONFIG
+
+
+def backend() -> policy.Backend:
+    """The probed isolation backend (cached); raises :class:`SandboxUnavailable` with the reason."""
+    global _BACKEND, _BACKEND_ERROR
+    with _STATE_LOCK:
+        if _BACKEND is None and _BACKEND_ERROR is None:
+            try:
+                _BACKEND = policy.discover(_CONFIG, _probe)
+            except SandboxUnavailable as e:
+                _BACKEND_ERROR = str(e)
+        if _BACKEND is None:
+            raise SandboxUnavailable(_BACKEND_ERROR)
+        return _BACKEND
+
+
+def available() -> tuple[bool, str]:
+    """``(True, description)`` when isolation works here, else ``(False, reason)``."""
+    try:
+        return True, backend().describe()
+    except SandboxUnavailable as e:
+        return False, str(e)
+
+
+def _probe(b: policy.Backend) -> None:
+    """Self-test of a candidate backend: a trivial program must run and print its answer."""
+    res = _run(b, "import os\nprint(6 * 7, os.getuid() != 0 or 'root')", b"", Limits(wall_s=20),
+               None, ())
+    if res.exit_code != 0 or res.stdout.split() != [b"42", b"True"]:
+        raise SandboxUnavailable(
+            f"sandbox self-test failed with {b.describe()}: exit={res.exit_code} "
+            f"killed_by={res.killed_by} stdout={res.stdout[:200]!r} stderr={res.stderr[-800:]!r}")
+
+
+# ----------------------------------------------------------------------------- uid slots
+
+
+class _SlotPool:
+    """One dedicated host uid per concurrent run, claimed with a file lock (works across
+    processes; a crashed holder releases its slot automatically)."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.gettempdir()) / f"prorl-sandbox-slots-{os.geteuid()}"
+
+    def _ensure_dir(self) -> None:
+        try:
+            self.dir.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(self.dir)
+        if not os.path.isdir(self.dir) or os.path.islink(self.dir) or st.st_uid != os.geteuid():
+            raise SandboxUnavailable(f"slot lock dir {self.dir} is not a private directory")
+
+    def acquire(self, n: int, timeout_s: float = 60.0) -> tuple[int, int]:
+        """Return ``(slot, lock_fd)``; waits while all ``n`` slots are in use."""
+        self._ensure_dir()
+        start = os.getpid() + threading.get_ident()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for i in range(n):
+                slot = (start + i) % n
+                fd = os.open(self.dir / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                             0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return slot, fd
+                except OSError as e:
+                    os.close(fd)
+                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+            if time.monotonic() > deadline:
+                raise SandboxUnavailable(f"all {n} sandbox slots stayed busy for {timeout_s}s")
+            time.sleep(0.005)
+
+
+_SLOTS = _SlotPool()
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+class SandboxProcess:
+    """A running sandboxed interpreter with pipes; always use as a context manager or close()."""
+
+    def __init__(self, popen: subprocess.Popen, cleanups: list[Callable[[], None]],
+                 max_output: int, sandboxed: bool, max_stderr: int | None = None) -> None:
+        self.popen = popen
+        self._cleanups = cleanups
+        self.max_output = max_output
+        self.max_stderr = max_output if max_stderr is None else max_stderr
+        self.sandboxed = sandboxed
+        self.started = time.monotonic()
+        self._out = bytearray()
+        self.stderr = bytearray()
+        self.stderr_dropped = 0
+        self.stdout_dropped = 0
+        self._sel = selectors.DefaultSelector()
+        for stream in (popen.stdout, popen.stderr):
+            if stream is not None:
+                os.set_blocking(stream.fileno(), False)
+                self._sel.register(stream, selectors.EVENT_READ)
+        self._closed = False
+
+    # -- reading
+    def _pump(self, timeout: float) -> bool:
+        """Read what is available (waiting at most ``timeout``); False once both pipes hit EOF."""
+        if not self._sel.get_map():
+            return False
+        for key, _ in self._sel.select(max(0.0, timeout)):
+            try:
+                chunk = os.read(key.fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                self._sel.unregister(key.fileobj)
+                continue
+            if key.fileobj is self.popen.stdout:
+                room = self.max_output - len(self._out)
+                self._out += chunk[:max(0, room)]
+                self.stdout_dropped += max(0, len(chunk) - max(0, room))
+            else:
+                room = self.max_stderr - len(self.stderr)
+                self.stderr += chunk[:max(0, room)]
+                self.stderr_dropped += max(0, len(chunk) - max(0, room))
+        return bool(self._sel.get_map())
+
+    def read_line(self, deadline: float, max_bytes: int | None = None) -> bytes:
+        """Next stdout line (protocol modes). Raises SandboxTimeout / SandboxClosed."""
+        limit = max_bytes or self.max_output
+        while True:
+            nl = self._out.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._out[:nl])
+                del self._out[:nl + 1]
+                return line
+            if len(self._out) >= limit or self.stdout_dropped:
+                self.kill()
+                raise SandboxClosed(f"message larger than {limit} bytes")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise SandboxTimeout("no answer before the deadline")
+            if self.popen.stdout not in [k.fileobj for k in self._sel.get_map().values()]:
+                raise SandboxClosed(f"sandboxed process closed its output (exit={self.popen.poll()})")
+            self._pump(min(remaining, 1.0))
+
+    def write(self, data: bytes, deadline: float) -> None:
+        """Write to the process's stdin without ever blocking past ``deadline``."""
+        fd = self.popen.stdin.fileno()
+        os.set_blocking(fd, False)
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.kill()
+                    raise SandboxTimeout("sandboxed process did not read its input in time")
+                self._pump(min(remaining, 0.05))  # keep draining its output meanwhile
+            except (BrokenPipeError, ConnectionResetError) as e:
+                raise SandboxClosed(f"sandboxed process closed its input ({e})") from None
+
+    def wait_exit(self, deadline: float) -> bool:
+        """Wait (without polling delays) until the process exits; False at the deadline."""
+        if self.popen.poll() is not None:
+            return True
+        try:
+            pidfd = os.pidfd_open(self.popen.pid)
+        except (AttributeError, OSError):  # old kernel / Python: fall back to Popen's polling
+            try:
+                self.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(pidfd, selectors.EVENT_READ)
+                while self.popen.poll() is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    sel.select(remaining)
+            return True
+        finally:
+            os.close(pidfd)
+
+    # -- lifetime
+    def kill(self) -> None:
+        """Kill everything. The sandbox's pid 1 is killed first, so that bwrap itself reaps it
+        and exits (killing bwrap first would leave pid 1 as a zombie for the host's init)."""
+        if self.popen.poll() is not None:
+            return
+        if self.sandboxed:
+            killed = [pid for pid in _children(self.popen.pid) if _kill_child(self.popen.pid, pid)]
+            if killed and self.wait_exit(time.monotonic() + 2.0):
+                return
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            try:
+                self.popen.kill()
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.kill()
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - the kernel owes us this one
+            log.error("sandboxed process %s did not die", self.popen.pid)
+        self._sel.close()
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        for fn in self._cleanups:
+            try:
+                fn()
+            except Exception:  # pragma: no cover
+                log.exception("sandbox cleanup failed")
+
+    def __enter__(self) -> "SandboxProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (via /proc; empty if unknown)."""
+    try:
+        kids: list[int] = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        return kids
+    except (OSError, ValueError):
+        return []
+
+
+def _kill_child(parent: int, pid: int) -> bool:
+    """SIGKILL ``pid`` through a pidfd, after checking it is still ``parent``'s child (no pid
+    reuse race: a child cannot be recycled before its parent reaps it)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        if ppid != parent:
+            return False
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+    finally:
+        os.close(pidfd)
+
+
+def _spawn(b: "policy.Backend", mode: str, code: str, limits: Limits, files: dict | None,
+           extra_args: tuple[str, ...], stdin: bytes | None,
+           max_stderr: int | None = None) -> SandboxProcess:
+    """Start the bootstrap in ``mode``; ``stdin=None`` gives a pipe (protocol modes)."""
+    fds: list[int] = []
+    cleanups: list[Callable[[], None]] = [lambda: [os.close(fd) for fd in fds]]
+    try:
+        boot_fd = _memfd("boot", BOOT_PATH.read_bytes())
+        fds.append(boot_fd)
+        file_fds = {"main.py": _memfd("main", code.encode("utf-8", "surrogateescape"))}
+        fds.append(file_fds["main.py"])
+        for name, data in (files or {}).items():
+            policy.check_file_name(name)
+            raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            file_fds[name] = _memfd("file", raw)
+            fds.append(file_fds[name])
+        stdin_arg: int = subprocess.PIPE
+        if stdin is not None:
+            stdin_arg = _memfd("stdin", stdin)
+            fds.append(stdin_arg)
+
+        user = None
+        if b.kind == "bwrap" and b.drop_uid:
+            slot, lock_fd = _SLOTS.acquire(_CONFIG.slots)
+            cleanups.append(lambda: os.close(lock_fd))
+            user = _CONFIG.uid_base + slot
+        if b.kind == "bwrap":
+            argv = policy.bwrap_argv(b, limits, boot_fd, file_fds, mode, extra_args)
+            cwd = "/"
+        else:
+            scratch = tempfile.mkdtemp(prefix="prorl-unsafe-")
+            cleanups.append(lambda: shutil.rmtree(scratch, ignore_errors=True))
+            for name, fd in file_fds.items():
+                dest = Path(scratch) / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(os.pread(fd, 1 << 31, 0))
+            argv = [b.python, "-I", "-S", "-B", str(BOOT_PATH), mode, *limits.boot_args(), scratch,
+                    str(Path(scratch) / "main.py"), *extra_args]
+            cwd = scratch
+        popen = subprocess.Popen(
+            argv, stdin=stdin_arg, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, pass_fds=[boot_fd, *file_fds.values()],
+            start_new_session=True, close_fds=True, umask=0o077,
+            **({"user": user, "group": user, "extra_groups": []} if user is not None else {}))
+    except BaseException:
+        for fn in cleanups:
+            fn()
+        raise
+    # the child holds its own copies of the memfds now
+    for fd in fds:
+        os.close(fd)
+    fds.clear()
+    return SandboxProcess(popen, cleanups, limits.max_output, b.kind == "bwrap", max_stderr)
+
+
+def _run(b: "policy.Backend", code: str, stdin: bytes, limits: Limits, files: dict | None,
+         argv: tuple[str, ...]) -> RunResult:
+    t0 = time.monotonic()
+    deadline = t0 + limits.wall_s
+    killed_by = None
+    with _spawn(b, "exec", code, limits, files, tuple(argv), stdin) as sp:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                killed_by = "timeout"
+                break
+            if not sp._pump(min(remaining, 1.0)):
+                break
+            if sp.stdout_dropped or sp.stderr_dropped:
+                killed_by = "output"
+                break
+        if killed_by is None and not sp.wait_exit(deadline):
+            killed_by = "timeout"
+        sp.kill()
+        sp.popen.wait()
+        code_ = sp.popen.returncode
+        if killed_by is None:
+            code_, killed_by = _classify(code_, bytes(sp.stderr), b.kind == "bwrap")
+        elif killed_by == "timeout":
+            code_ = None
+        return RunResult(code_, bytes(sp._out), bytes(sp.stderr), time.monotonic() - t0,
+                         killed_by, bool(sp.stdout_dropped or sp.stderr_dropped),
+                         b.kind == "bwrap")
+
+
+def _classify(code: int, stderr: bytes, via_bwrap: bool) -> tuple[int, str | None]:
+    """Turn an exit status into ``(exit_code, killed_by)``; bwrap reports signals as 128+n."""
+    sig = -code if code < 0 else (code - 128 if via_bwrap and 128 < code < 160 else 0)
+    if sig:
+        code = -sig
+        return code, {signal.SIGXCPU: "cpu", signal.SIGXFSZ: "fsize"}.get(sig, "signal")
+    if code != 0 and b"MemoryError" in stderr[-300:]:
+        return code, "memory"
+    return code, None
+
+
+def _resolve_backend(allow_unsafe: bool | None) -> "policy.Backend":
+    try:
+        return backend()
+    except SandboxUnavailable:
+        if allow_unsafe or (allow_unsafe is None and _CONFIG.allow_unsafe):
+            log.warning("running untrusted code WITHOUT isolation (allow_unsafe=True)")
+            return policy.unsafe_backend()
+        raise
+
+
+def run_python(code: str, stdin: bytes | str = b"", *, limits: Limits | None = None,
+               files: dict[str, str | bytes] | None = None, argv: tuple[str, ...] = (),
+               allow_unsafe: bool | None = None) -> RunResult:
+    """Run ``code`` as ``__main__`` in a fresh sandbox, feeding ``stdin``; never raises for
+    program failures (see ``RunResult``), raises :class:`SandboxUnavailable` without isolation.
+
+    ``files`` are written (relative names) into the private working dir next to ``main.py``.
+    ``allow_unsafe=None`` means "use the process-wide setting".
+    """
+    b = _resolve_backend(allow_unsafe)
+    data = stdin.encode("utf-8") if isinstance(stdin, str) else bytes(stdin)
+    return _run(b, code, data, limits or Limits(), files, argv)
+
+
+def spawn_python(code: str, mode: str, *, limits: Limits | None = None,
+                 files: dict[str, str | bytes] | None = None, options: dict[str, str] | None = None,
+                 allow_unsafe: bool | None = None) -> SandboxProcess:
+    """Start a protocol-mode bootstrap (``call`` or ``stdio``, see ``boot.py``) on ``code``.
+
+    Used by :mod:`prorl.sandbox.session`; the caller owns (and must close) the process.
+    """
+    if mode not in ("call", "stdio"):
+        raise ValueError(f"unknown protocol mode {mode!r}")
+    b = _resolve_backend(allow_unsafe)
+    extra = tuple(f"{k}={v}" for k, v in (options or {}).items())
+    return _spawn(b, mode, code, limits or Limits(), files, extra, None, max_stderr=1 << 16)
