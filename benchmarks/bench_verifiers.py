@@ -3,7 +3,8 @@
     python benchmarks/bench_verifiers.py [--workers 2] [--repeats 3] [--domains math,builtin,...]
 
 Each repeat starts a *fresh* pool (cold per-process caches; start-up is not timed), scores the
-domain's items and reports the median rate. Math items come from MATH-500 (its real solution
+domain's items and reports the median wall-clock rate, plus the CPU time per item (workers and
+this process): N / (CPU-s per item) is the rate on N cores that nobody else is using. Math items come from MATH-500 (its real solution
 texts, reformatted answers, wrong answers and unanswered responses); other domains are built from
 their data modules and skipped with the reason when something is missing.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
@@ -120,21 +122,38 @@ BUILDERS: dict[str, Callable[[], list[dict]]] = {
 }
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its reaped children (e.g. sandboxes): utime+stime+cutime+cstime."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def bench(domain: str, items: list[dict], workers: int, repeats: int, timeout_s: float) -> dict:
+    """Wall-clock rate, and CPU seconds per item (workers + this process), which does not depend
+    on how busy other users keep the cores."""
     from prorl.rewards.pool import VerifierPool
 
-    rates, statuses = [], Counter()
+    rates, cpu_per_item, statuses = [], [], Counter()
     for _ in range(repeats):
         with VerifierPool(workers, timeout_s) as pool:
             if not pool.wait_ready(120):
                 raise RuntimeError("workers did not start")
+            pids = pool.worker_pids()
+            cpu0 = sum(_cpu_s(p) for p in pids) + time.process_time()
             t0 = time.perf_counter()
             out = pool.map(items)
             dt = time.perf_counter() - t0
+            cpu = sum(_cpu_s(p) for p in pids) + time.process_time() - cpu0
         rates.append(len(items) / dt)
+        cpu_per_item.append(cpu / len(items))
         statuses = Counter(v.status.value for v in out)
+    cpu_med = statistics.median(cpu_per_item)
     return {"domain": domain, "items": len(items), "median_per_s": statistics.median(rates),
-            "runs_per_s": [round(r, 1) for r in rates], "statuses": dict(statuses)}
+            "runs_per_s": [round(r, 1) for r in rates], "cpu_ms_per_item": 1000 * cpu_med,
+            "cpu_bound_per_s": workers / cpu_med if cpu_med > 0 else float("inf"), "statuses": dict(statuses)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(res))
         else:
             print(f"{domain:8s} {res['median_per_s']:8.1f} verifications/s  ({res['items']} items; runs "
-                  f"{res['runs_per_s']}; statuses {res['statuses']})")
+                  f"{res['runs_per_s']}; {res['cpu_ms_per_item']:.2f} CPU-ms/item, i.e. "
+                  f"~{res['cpu_bound_per_s']:.0f}/s on {args.workers} idle cores; statuses {res['statuses']})")
     return 0
 
 

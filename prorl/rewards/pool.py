@@ -42,7 +42,7 @@ from prorl.verifiers.base import Status, Verdict
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PRELOAD: tuple[str, ...] = ("prorl.verifiers.base", "prorl.verifiers.math")
+DEFAULT_PRELOAD: tuple[str, ...] = ("prorl.verifiers.base", "prorl.verifiers.math", "prorl.rewards.warmup")
 
 
 class PoolOverloaded(RuntimeError):
@@ -80,6 +80,7 @@ class _Worker:
     batch: collections.deque = field(default_factory=collections.deque)  # (gid, job, pos)
     item_started: float = 0.0
     acked: bool = False
+    killed: bool = False
     config: tuple | None = None
 
 
@@ -484,9 +485,10 @@ class VerifierPool:
 
     @staticmethod
     def _kill(w: _Worker) -> None:
-        """SIGKILL the worker's whole process group (never our own), then reap it."""
+        """SIGKILL the worker's whole process group (never our own, and only once), then reap it."""
         pid = w.pid or w.proc.pid
-        if pid is not None:
+        if pid is not None and not w.killed:
+            w.killed = True
             try:
                 if os.getpgid(pid) == pid:
                     os.killpg(pid, signal.SIGKILL)

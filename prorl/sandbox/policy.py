@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
 SANDBOX_BOOT = "/sandbox/boot.py"
 SANDBOX_WORK = "/tmp"
 _TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# newer bwrap flags, used when this bwrap has them (older ones still isolate, slightly less)
+_OPTIONAL_OPTIONS = ("--disable-userns", "--size", "--perms")
 _FALLBACK_LIB_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
 _LAYOUT_SCRIPT = (
     "import json, sys, sysconfig\n"
@@ -47,6 +49,7 @@ class Backend:
     masks: tuple[str, ...] = ()  # dirs hidden under an empty tmpfs (site-packages)
     symlinks: tuple[tuple[str, str], ...] = ()  # (target, link) for merged-/usr layouts
     version: tuple[int, ...] = ()
+    options: frozenset[str] = frozenset(_OPTIONAL_OPTIONS)  # optional bwrap flags supported
     notes: tuple[str, ...] = field(default=())
 
     def describe(self) -> str:
@@ -54,12 +57,37 @@ class Backend:
             return f"UNSAFE (no isolation), python={self.python}"
         who = "dedicated unprivileged uid per slot" if self.drop_uid else f"uid {os.geteuid()}"
         ver = ".".join(map(str, self.version))
-        return f"bwrap={self.bwrap}, python={self.python} ({ver}), runs as {who}"
+        missing = sorted(set(_OPTIONAL_OPTIONS) - self.options)
+        extra = f"; this bwrap lacks {', '.join(missing)}" if missing else ""
+        return f"bwrap={self.bwrap}, python={self.python} ({ver}), runs as {who}{extra}"
 
 
-def unsafe_backend() -> Backend:
-    """Explicit opt-in only: run with rlimits and a temp dir but without any isolation."""
-    return Backend("unsafe", python=os.path.realpath(sys.executable))
+def world_accessible(path: str) -> bool:
+    """Whether any uid could execute ``path`` (every parent dir searchable by others)."""
+    real = os.path.realpath(path)
+    try:
+        if not os.stat(real).st_mode & 0o001:
+            return False
+        return all(os.stat(d).st_mode & 0o001 for d in PurePosixPath(real).parents)
+    except OSError:
+        return False
+
+
+def unsafe_backend(cfg: "SandboxConfig | None" = None) -> Backend:
+    """Explicit opt-in only: rlimits and a temp dir but no isolation. As root, the program
+    still runs as a dedicated unprivileged uid (so it cannot, e.g., kill every process), which
+    needs an interpreter that other uids can execute."""
+    from prorl.sandbox.runner import SandboxUnavailable
+
+    if os.geteuid() != 0:
+        return Backend("unsafe", python=os.path.realpath(sys.executable))
+    cands = [cfg.python] if cfg is not None and cfg.python else \
+        ["/usr/bin/python3", "/usr/local/bin/python3", sys.executable]
+    for c in cands:
+        if c and os.path.exists(c) and world_accessible(c):
+            return Backend("unsafe", python=os.path.realpath(c), drop_uid=True)
+    raise SandboxUnavailable("no isolation, and allow_unsafe as root needs an interpreter that "
+                             "an unprivileged uid can run (set PRORL_SANDBOX_PYTHON)")
 
 
 def check_file_name(name: str) -> None:
@@ -121,6 +149,16 @@ def _minimal(paths: set[str]) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
+def _bwrap_options(bwrap: str) -> frozenset[str]:
+    try:
+        out = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=30,
+                             env={"PATH": "/usr/bin:/bin"})
+        text = out.stdout + out.stderr
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(o for o in _OPTIONAL_OPTIONS if re.search(re.escape(o) + r"\b", text))
+
+
 def plan(python: str, bwrap: str, drop_uid: bool, extra: tuple[str, ...] = ()) -> Backend:
     """Compute the read-only view for ``python`` (no probing yet)."""
     lay = _layout(python)
@@ -137,7 +175,8 @@ def plan(python: str, bwrap: str, drop_uid: bool, extra: tuple[str, ...] = ()) -
     links = tuple((os.readlink(f"/{n}"), f"/{n}") for n in _TOP_LEVEL_LINKS
                   if os.path.islink(f"/{n}"))
     return Backend("bwrap", python=python, bwrap=bwrap, drop_uid=drop_uid, ro_binds=ro,
-                   masks=masks, symlinks=links, version=tuple(lay["version"]))
+                   masks=masks, symlinks=links, version=tuple(lay["version"]),
+                   options=_bwrap_options(bwrap))
 
 
 def discover(cfg: "SandboxConfig", probe: Callable[[Backend], None]) -> Backend:
@@ -165,8 +204,15 @@ def discover(cfg: "SandboxConfig", probe: Callable[[Backend], None]) -> Backend:
 def bwrap_argv(b: Backend, limits: "Limits", boot_fd: int, file_fds: dict[str, int], mode: str,
                extra_args: tuple[str, ...]) -> list[str]:
     """The full bwrap command line for one run."""
-    argv = [b.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-            "--new-session", "--hostname", "sandbox"]
+    opt = b.options
+
+    def size(mb: int) -> list[str]:
+        return ["--size", str(int(mb) << 20)] if "--size" in opt else []
+
+    argv = [b.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
+            "--hostname", "sandbox"]
+    if "--disable-userns" in opt:
+        argv.append("--disable-userns")
     for target, link in b.symlinks:
         argv += ["--symlink", target, link]
     for p in b.ro_binds:
@@ -174,17 +220,15 @@ def bwrap_argv(b: Backend, limits: "Limits", boot_fd: int, file_fds: dict[str, i
     for p in b.masks:
         argv += ["--tmpfs", p]
     argv += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
-             "--proc", "/proc", "--dev", "/dev",
-             "--size", str(int(limits.shm_mb) << 20), "--tmpfs", "/dev/shm",
-             "--remount-ro", "/dev",
-             "--size", str(int(limits.tmpfs_mb) << 20), "--tmpfs", SANDBOX_WORK,
+             "--proc", "/proc", "--dev", "/dev", *size(limits.shm_mb), "--tmpfs", "/dev/shm",
+             "--remount-ro", "/dev", *size(limits.tmpfs_mb), "--tmpfs", SANDBOX_WORK,
              "--dir", "/sandbox", "--ro-bind-data", str(boot_fd), SANDBOX_BOOT]
     for name, fd in file_fds.items():
         dest = PurePosixPath(SANDBOX_WORK) / name
         for parent in reversed(dest.parents):
             if len(parent.parts) > 2:  # below /tmp
                 argv += ["--dir", str(parent)]
-        argv += ["--perms", "0644", "--file", str(fd), str(dest)]
+        argv += (["--perms", "0644"] if "--perms" in opt else []) + ["--file", str(fd), str(dest)]
     argv += ["--remount-ro", "/", "--chdir", SANDBOX_WORK, "--clearenv",
              "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", SANDBOX_WORK,
              "--setenv", "TMPDIR", SANDBOX_WORK, "--setenv", "LANG", "C.UTF-8",

@@ -146,7 +146,6 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
             signal.signal(signal.SIGUSR1, _on_signal)
         except ValueError:  # not in the main thread
             pass
-    rng = random.Random(f"{seed}:{start_step}")
 
     def validate(step: int) -> dict:
         vcfg = cfg.validation
@@ -224,6 +223,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
                 do_reset(step, decision.cause)
 
         # ---- rollout + verify + dynamic-sampling filter
+        _set_lr(optimizer, cfg, step)
         t_step = time.perf_counter()
         exp = collect(engine, tokenizer, scorer, sampler, num_prompts=cfg.actor.train_batch_size, n=cfg.rollout.n,
                       temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
@@ -253,13 +253,12 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
                 if reference is not None and cfg.algo.kl_coef > 0 else None
             metrics["timing_s/old_log_prob"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            _set_lr(optimizer, cfg, step)
             metrics.update(update_actor(
                 model, optimizer, batch, old_logp=old_logp, ref_logp=ref_logp, advantages=adv, loss_mask=loss_mask,
                 group_size=n, mini_batch_groups=cfg.actor.ppo_mini_batch_size, micro_batch_size=cfg.actor.micro_batch_size,
                 epochs=cfg.actor.ppo_epochs, eps_low=cfg.algo.eps_low, eps_high=cfg.algo.eps_high,
                 agg_mode=cfg.algo.loss_agg_mode, kl_coef=cfg.algo.kl_coef, kl_estimator=cfg.algo.kl_estimator,
-                entropy_coef=cfg.algo.entropy_coef, grad_clip=cfg.actor.grad_clip, temperature=temp, rng=rng))
+                entropy_coef=cfg.algo.entropy_coef, grad_clip=cfg.actor.grad_clip, temperature=temp, rng=random.Random(f"{seed}:update:{step}")))
             engine.sync_weights(model)
             metrics["timing_s/update_actor"] = time.perf_counter() - t1
             metrics["critic/advantages/mean"] = adv.mean().item()
@@ -294,10 +293,19 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
             log(f"trainer.max_minutes={base_cfg.trainer.max_minutes} reached at step {step}; stopping")
             break
     bar.close()
+    _print_summary(state, step, time.perf_counter() - t_start, log)
     scorer.close()
     logger.close()
     (run_dir / "final_validation.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def _print_summary(state: dict, step: int, seconds: float, log) -> None:
+    hist = state["val_history"]
+    if hist:
+        log(f"finished at step {step} after {seconds / 60:.1f} min; held-out accuracy (first -> last validation):")
+        for ds, h in hist.items():
+            log(f"  {ds:24s} {h[0]:.3f} -> {h[-1]:.3f} ({100 * (h[-1] - h[0]):+.1f} points)")
 
 
 def _set_lr(optimizer, cfg: Config, step: int) -> None:

@@ -90,7 +90,7 @@ def _unwrap(s: str) -> str:
         for cmd in _BOX_CMDS:
             if s.startswith(cmd):
                 inner = _box_content_at(s, len(cmd))
-                if inner is not None and s.endswith("}"):
+                if inner is not None and s[len(cmd):].strip() == "{" + inner + "}":  # the box is all of it
                     s = inner
     return s
 
@@ -181,8 +181,9 @@ def sympy_equal(gold: str, pred: str) -> bool:
     return bool(verify(g, p, timeout_seconds=None))
 
 
+@lru_cache(maxsize=16384)
 def answers_match(gold: str, pred: str) -> bool:
-    """Fast exact paths first, then math-verify."""
+    """Fast exact paths first, then math-verify. Cached: in GRPO a group's samples often agree."""
     fast = _fast_compare(gold, pred)
     return fast if fast is not None else sympy_equal(gold, pred)
 

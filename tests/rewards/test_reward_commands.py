@@ -22,6 +22,13 @@ def _env() -> dict:
     return env
 
 
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _row(resp: str, gold, source: str = "math500", **extra) -> dict:
     return {"data_source": source, "ability": "math", "prompt": [{"role": "user", "content": "q"}],
             "reward_model": {"ground_truth": gold, "style": "rule"}, "extra_info": {"index": 0}, "response": resp,
@@ -68,9 +75,13 @@ def test_serve_rewards_subprocess_and_sigterm():
                              "--timeout", "2", "--max-queue", "64"], stderr=subprocess.PIPE, text=True,
                             env=_env(), cwd=REPO)
     try:
-        line = proc.stderr.readline()
-        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        assert m, line
+        seen, m = [], None
+        for line in proc.stderr:  # stop at the "listening on" line (warnings may come first)
+            seen.append(line)
+            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+            if m or len(seen) > 50:
+                break
+        assert m, seen
         url = m.group(1)
         deadline = time.monotonic() + 60
         while True:
@@ -91,8 +102,10 @@ def test_serve_rewards_subprocess_and_sigterm():
         assert proc.wait(20) == 0
         rest = proc.stderr.read()
         assert "SIGTERM, shutting down" in rest and "stopped" in rest
-        time.sleep(0.2)
-        assert not any(Path(f"/proc/{p}").exists() for p in worker_pids)
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in worker_pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_running(p) for p in worker_pids)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -93,3 +93,15 @@ def test_unreachable_service_raises_instead_of_scoring_zero():
     with pytest.raises(RewardServiceError, match="after 3 attempts"):
         scorer.score([_math("\\boxed{1}", "1")])
     scorer.close()
+
+
+def test_builtin_rows_are_scored_in_process_by_default():
+    pytest.importorskip("prorl.verifiers.builtin")
+    items = [{"data_source": "builtin", "ability": "builtin", "response": "\\boxed{12}", "ground_truth": "12",
+              "extra_info": {}},
+             {"data_source": "builtin", "ability": "builtin", "response": "\\boxed{13}", "ground_truth": "12",
+              "extra_info": {}}]
+    with RewardScorer() as scorer:
+        out = scorer.score(items)
+        assert scorer._pool is None  # no worker process was needed
+    assert [v.status for v in out] == [Status.CORRECT, Status.WRONG]

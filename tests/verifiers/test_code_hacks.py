@@ -13,10 +13,25 @@ import uuid
 
 import pytest
 
+from prorl.sandbox import available, backend, configure, get_config
 from prorl.verifiers.base import Status
 from prorl.verifiers.code import verify_code
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _real_isolation_only():
+    """These tests run real attacks (kill(-1), fork bombs, ...): never without isolation, even
+    if the environment enables the unsafe fallback."""
+    old = get_config()
+    configure(allow_unsafe=False)
+    ok, why = available()
+    if not ok or backend().kind != "bwrap":
+        configure(**{k: getattr(old, k) for k in old.__dataclass_fields__})
+        pytest.fail(f"bwrap is installed but the sandbox does not work: {why}")
+    yield
+    configure(**{k: getattr(old, k) for k in old.__dataclass_fields__})
 
 
 def fenced(code: str) -> str:
@@ -100,10 +115,12 @@ def test_monkeypatching_builtins_and_test_machinery():
 
 
 def test_fake_success_markers_and_forged_protocol_messages():
+    # Forged protocol lines can only carry values the program chose itself (no more power than
+    # returning them), and they are still compared outside against the hidden expected values.
     assert_no_reward("""
         import os
-        msg = b'{"ready":true}\\n' + b'{"ok":true,"v":"77777771"}\\n' * 10 \\
-            + b'{"exit":0,"stdout":"77777771\\\\n","stderr":""}\\n' * 10
+        msg = b'{"ready":true}\\n' + b'{"ok":true,"v":"forged"}\\n' * 10 \\
+            + b'{"exit":0,"stdout":"forged\\\\n","stderr":""}\\n' * 10
         for fd in range(0, 64):
             try:
                 os.write(fd, msg)
@@ -136,39 +153,53 @@ def test_killing_or_signalling_the_scorer():
 
 
 def test_reading_the_expected_outputs():
-    secret = uuid.uuid4().hex  # appears only in the expected outputs
+    # appears only in the expected outputs; the program knows its shape, not its value
+    secret = "SECRETMARK-" + uuid.uuid4().hex
     finder = """
-        import gc, os, sys
-        SECRET_PREFIX_LEN = 32
-        def search():
-            pool = []
-            for root in ("/", "/proc"):
-                for dirpath, dirs, files in os.walk(root):
-                    if dirpath.startswith("/proc/") and dirpath.count("/") > 3:
-                        continue
-                    for name in files:
-                        try:
-                            with open(os.path.join(dirpath, name), "rb") as fh:
-                                pool.append(fh.read(1 << 20))
-                        except Exception:
-                            pass
-            pool += [repr(o).encode() for o in gc.get_objects() if isinstance(o, (dict, list))]
+        import gc, os, re, sys
+        PAT = re.compile(rb"SECRETMARK-[0-9a-f]{32}")
+        def blobs():
+            for dirpath, dirs, files in os.walk("/"):
+                if dirpath == "/":
+                    dirs[:] = [d for d in dirs if d not in ("proc", "dev")]
+                for name in files:
+                    try:
+                        with open(os.path.join(dirpath, name), "rb") as fh:
+                            yield fh.read(1 << 16)
+                    except Exception:
+                        pass
+            for pid in [p for p in os.listdir("/proc") if p.isdigit()] + ["self"]:
+                for what in ("cmdline", "environ"):
+                    try:
+                        yield open("/proc/%s/%s" % (pid, what), "rb").read()
+                    except Exception:
+                        pass
+            for o in gc.get_objects():
+                if isinstance(o, (dict, list)):
+                    yield repr(o).encode()
             frame = sys._getframe()
             while frame is not None:
-                pool.append(repr(frame.f_locals).encode())
+                yield repr(frame.f_locals).encode()
                 frame = frame.f_back
-            import re
-            for blob in pool:
-                m = re.search(rb"([0-9a-f]{32})[123]", blob)
+        def search():
+            for blob in blobs():
+                m = PAT.search(blob)
                 if m:
-                    return m.group(1).decode()
+                    return m.group(0).decode()
             return "notfound"
         def f(x):
             return search() + str(x)
     """
-    assert_no_reward(finder, secret=secret, timeout_s=20, only=("call", "humaneval", "mbpp"))
-    stdio_finder = finder + "\nprint(search() + input().strip())\n"
-    assert_no_reward(stdio_finder, secret=secret, timeout_s=20, only=("stdio",))
+    # positive control: the search does find the secret when it is visible
+    from prorl.sandbox import run_python
+
+    leak = run_python(textwrap.dedent(finder) + "\nprint(search())", files={"x/leak": secret})
+    assert leak.stdout_text.strip() == secret, leak
+    for name, gt in formats(secret).items():
+        code = finder + ("\nprint(search() + input().strip())\n" if name == "stdio" else "")
+        v = verify_code(fenced(code), gt, {"timeout_s": 30})
+        # the search finished (no timeout) and found nothing
+        assert v.score == 0.0 and v.status == Status.WRONG, (name, v)
 
 
 def test_redefining_trusted_helpers_does_not_help():
@@ -177,7 +208,7 @@ def test_redefining_trusted_helpers_does_not_help():
     gt = {"prompt": "def poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n\n"
                     "def find_zero(xs):\n    \"\"\"A zero of the polynomial.\"\"\"\n",
           "entry_point": "find_zero",
-          "test": "def check(candidate):\n    for xs in ([1, 2], [-6, 11, -6, 1], [2, -3, 1]):\n"
+          "test": "def check(candidate):\n    for xs in ([1, 2], [-6, 11, -6, 1], [-1, 0, 0, 1]):\n"
                   "        assert abs(poly(xs, candidate(xs))) < 1e-6\n"}
     cheat = "def poly(xs, x):\n    return 0\n\ndef find_zero(xs):\n    return 123.0"
     assert verify_code(fenced(cheat), gt, {}).score == 0.0
@@ -199,12 +230,12 @@ def test_resource_attacks_do_not_hang_or_pass():
                     pass
         if __name__ == "__main__":
             f(0)
-    """, timeout_s=2)
+    """, timeout_s=1, only=("stdio", "call"))
     assert_no_reward("""
         def f(x):
-            return "7" * (64 << 20)
-        print("7" * (64 << 20))
-    """, timeout_s=10)
+            return "7" * (20 << 20)
+        print("7" * (40 << 20))
+    """, timeout_s=10, only=("stdio", "call"))
     assert_no_reward("""
         def f(x):
             v = []

@@ -111,9 +111,9 @@ def test_timeout_scores_zero_with_status_timeout(gt):
         code = "a, b = map(int, input().split())\nif a == 3:\n    while True: pass\nprint(a + b)"
     else:
         code = "def add(a, b):\n    while a == 3:\n        pass\n    return a + b"
-    v = verify_code(fenced(code), gt, {"timeout_s": 1.0})
+    v = verify_code(fenced(code), gt, {"timeout_s": 0.5})
     assert v.status == Status.TIMEOUT and v.score == 0.0, v
-    v = verify_code(fenced("import time\ntime.sleep(30)"), gt, {"timeout_s": 1.0})
+    v = verify_code(fenced("import time\ntime.sleep(30)"), gt, {"timeout_s": 0.5})
     assert v.status == Status.TIMEOUT and v.score == 0.0, v
 
 

@@ -61,6 +61,8 @@ def test_gold_types():
     assert gold_to_text("$\\frac{1}{2}$") == ["\\frac{1}{2}"]
     assert gold_to_text("The answer is \\boxed{7}") == ["7"]
     assert gold_to_text(["3", 4]) == ["3", "4"]
+    assert gold_to_text("\\boxed{\\boxed{5}}") == ["5"]
+    assert canonical("\\boxed{1} + \\boxed{2}") == "\\boxed{1}+\\boxed{2}"  # not one box: kept whole
     for gold in (25, 25.0, "25", "025", "25.0", ["24", "25"]):
         assert verify_math("The answer is \\boxed{25}.", gold, {}).score == 1.0, gold
         assert verify_math("The answer is \\boxed{26}.", gold, {}).score == 0.0, gold

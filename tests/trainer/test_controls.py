@@ -1,0 +1,98 @@
+"""Prolonged-training controls through the real loop: resets, stages, resume in the middle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from prorl.config import load_config
+from prorl.trainer.loop import RESET_REQUEST, train
+from prorl.trainer.metrics import read_metrics
+
+TINY = [
+    "data.builtin_tasks=[sort]", "data.builtin_val_size=8", "validation.n=2", "validation.every=2",
+    "actor.train_batch_size=4", "actor.ppo_mini_batch_size=4", "rollout.n=4", "trainer.tensorboard=false",
+    "trainer.progress_bar=false", "trainer.threads=1", "trainer.max_minutes=0", "algo.kl_coef=0.1",
+    "actor.lr=1e-3", "trainer.keep_checkpoints=10",
+]
+
+
+def _train(run_dir: Path, *extra: str, resume: bool = False) -> list[dict]:
+    cfg = load_config(None, TINY + [f"trainer.run_dir={run_dir}", *extra])
+    train(cfg, resume=resume, log=lambda *_: None)
+    return read_metrics(run_dir)
+
+
+def _events(run_dir: Path) -> list[dict]:
+    p = run_dir / "events.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+def _by_step(metrics: list[dict], key: str) -> dict[int, float]:
+    return {m["step"]: m[key] for m in metrics if key in m}
+
+
+def test_scheduled_reset_zeroes_kl_and_refreshes_optimizer(tmp_path):
+    m = _train(tmp_path, "reset.steps=[3]", "trainer.total_steps=4", "trainer.save_every=1")
+    kl = _by_step(m, "actor/kl_loss")
+    assert kl[2] > 0, "KL to the initial reference should be positive after two updates"
+    assert kl[3] == pytest.approx(0.0, abs=1e-7), "right after a reset the policy equals the reference"
+    ev = _events(tmp_path)
+    assert [(e["step"], e["type"]) for e in ev] == [(3, "reset")] and "scheduled" in ev[0]["cause"]
+    # one update per step: a fresh optimizer at step 3 has taken 2 steps by step 4, not 4
+    opt = torch.load(tmp_path / "checkpoints" / "step_4" / "optimizer.pt", weights_only=False)
+    assert int(next(iter(opt["state"].values()))["step"]) == 2
+    state = json.loads((tmp_path / "checkpoints" / "step_4" / "trainer_state.json").read_text())
+    assert state["resets"][0]["step"] == 3
+    assert (tmp_path / "checkpoints" / "step_4" / "reference" / "model.safetensors").exists()
+
+
+def test_resume_after_reset_keeps_the_reset_reference(tmp_path):
+    # validate every step so that stopping at step 3 changes nothing but the stop itself
+    args = ("reset.steps=[2]", "trainer.save_every=1", "validation.every=1")
+    full = _train(tmp_path / "full", *args, "trainer.total_steps=4")
+    _train(tmp_path / "part", *args, "trainer.total_steps=3")
+    resumed = _train(tmp_path / "part", *args, "trainer.total_steps=4", resume=True)
+    a, b = _by_step(full, "actor/kl_loss"), _by_step(resumed, "actor/kl_loss")
+    assert a[4] == pytest.approx(b[4], rel=1e-5), "the resumed run must use the reset reference"
+    assert [e["step"] for e in _events(tmp_path / "part")] == [2]
+
+
+def test_manual_reset_request_file(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / RESET_REQUEST).write_text("operator saw a KL spike\n")
+    _train(tmp_path, "trainer.total_steps=1", "trainer.save_every=0")
+    ev = _events(tmp_path)
+    assert ev and ev[0]["type"] == "reset" and "operator saw a KL spike" in ev[0]["cause"]
+    assert not (tmp_path / RESET_REQUEST).exists()
+
+
+STAGES = ["stages=[{name: a, until_step: 2}, {name: b, overrides: {rollout.max_response_length: 12, actor.lr: 1.0e-5}}]"]
+
+
+def test_stage_transition_and_resume_mid_stage(tmp_path):
+    full = _train(tmp_path / "full", *STAGES, "trainer.total_steps=5", "trainer.save_every=1")
+    lr = _by_step(full, "actor/lr")
+    assert lr[1] == lr[2] == pytest.approx(1e-3) and lr[3] == lr[5] == pytest.approx(1e-5)
+    assert all(v <= 12 for s, v in _by_step(full, "response_length/max").items() if s >= 3)
+    assert _by_step(full, "training/stage") == {1: 0, 2: 0, 3: 1, 4: 1, 5: 1}
+    assert _by_step(full, "actor/pg_loss").keys() >= {3, 4, 5}, "stage b must still train"
+    assert [(e["step"], e["type"]) for e in _events(tmp_path / "full")] == [(3, "stage")]
+
+    _train(tmp_path / "part", *STAGES, "trainer.total_steps=4", "trainer.save_every=1")
+    resumed = _train(tmp_path / "part", *STAGES, "trainer.total_steps=5", "trainer.save_every=1", resume=True)
+    assert _by_step(resumed, "training/stage")[5] == 1
+    assert _by_step(resumed, "critic/score/mean")[5] == pytest.approx(_by_step(full, "critic/score/mean")[5])
+    assert [e["step"] for e in _events(tmp_path / "part")] == [3], "stage entry must not be repeated on resume"
+
+
+def test_plot_from_a_real_run(tmp_path):
+    from prorl.plotting import plot_run
+
+    _train(tmp_path, "reset.steps=[2]", "trainer.total_steps=3", "trainer.save_every=0")
+    png = plot_run(tmp_path)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
