@@ -323,7 +323,7 @@ def validate(cfg: Config) -> None:
         (a.lr > 0, "actor.lr must be > 0"),
         (len(a.betas) == 2 and all(0 <= b < 1 for b in a.betas), "actor.betas must be two numbers in [0, 1)"),
         (a.train_batch_size >= 1 and a.ppo_mini_batch_size >= 1 and a.micro_batch_size >= 1, "batch sizes must be >= 1"),
-        (a.train_batch_size % a.ppo_mini_batch_size == 0,
+        (a.ppo_mini_batch_size >= 1 and a.train_batch_size % a.ppo_mini_batch_size == 0,
          f"actor.train_batch_size ({a.train_batch_size}) must be a multiple of actor.ppo_mini_batch_size ({a.ppo_mini_batch_size})"),
         (a.ppo_epochs >= 1, "actor.ppo_epochs must be >= 1"),
         (cfg.trainer.total_steps >= 0, "trainer.total_steps must be >= 0"),

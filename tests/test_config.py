@@ -237,9 +237,6 @@ def test_impossible_settings_rejected(overrides, match):
         load_config(None, overrides)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validate() builds its checks list eagerly, so "
-                   "train_batch_size % ppo_mini_batch_size raises ZeroDivisionError before the "
-                   "'batch sizes must be >= 1' check can reject ppo_mini_batch_size=0")
 def test_zero_mini_batch_rejected_as_config_error():
     with pytest.raises(ConfigError, match="batch sizes"):
         load_config(None, ["actor.ppo_mini_batch_size=0"])

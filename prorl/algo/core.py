@@ -117,7 +117,7 @@ def kl_penalty(
     """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman's k1, k2, k3).
 
     k1 = log r, k2 = (log r)^2 / 2, k3 = exp(-log r) - 1 + log r  with  log r = logp - ref_logp.
-    k3 is unbiased and always >= 0; it is clamped to [-10, 10] as verl does for stability.
+    k3 is unbiased and always >= 0; it is clamped to [0, 10] (verl clamps at 10) for stability.
     """
     log_r = logp - ref_logp
     if estimator == "k1":
@@ -126,7 +126,7 @@ def kl_penalty(
         return 0.5 * log_r.square()
     if estimator == "k3":
         lr = (-log_r).clamp(-20.0, 20.0)
-        return (lr.exp() - 1.0 - lr).clamp(-10.0, 10.0)
+        return (torch.expm1(lr) - lr).clamp(0.0, 10.0)  # expm1: no negative round-off near 0
     raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
 
 

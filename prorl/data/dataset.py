@@ -47,7 +47,13 @@ def read_rows(path: str | Path) -> list[dict]:
     if p.suffix in (".jsonl", ".json"):
         text = p.read_text(encoding="utf-8")
         if p.suffix == ".json" and text.lstrip().startswith("["):
-            return json.loads(text)
+            try:
+                rows = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}: invalid JSON array (line {e.lineno}: {e.msg})") from None
+            if not isinstance(rows, list):
+                raise DataError(f"{p}: a .json file must hold an array of rows")
+            return rows
         rows = []
         for i, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -146,6 +152,7 @@ class PromptSampler:
         self.epoch: dict[str, int] = {}
         self.pos: dict[str, int] = {}
         self.draws = 0
+        self._orders: dict[str, tuple[int, list[int]]] = {}
 
     def set_weights(self, weights: dict[str, float]) -> None:
         unknown = set(weights) - set(self.by_source)
@@ -157,9 +164,13 @@ class PromptSampler:
         self.weights = dict(weights)
 
     def _order(self, stream: str, epoch: int) -> list[int]:
+        cached = self._orders.get(stream)
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
         idx = list(range(len(self.examples))) if stream == "*" else list(self.by_source[stream])
         if self.shuffle:
             random.Random(f"{self.seed}:{stream}:{epoch}").shuffle(idx)
+        self._orders[stream] = (epoch, idx)  # the current epoch's permutation, per stream
         return idx
 
     def _next_from(self, stream: str) -> Example:

@@ -5,9 +5,9 @@ as ``python -I -S -B boot.py MODE CPU_S MEMORY_BYTES NPROC FSIZE_BYTES NOFILE CW
 (plain argv, so the one-shot path never pays for importing ``json``/``re``). It applies the
 resource limits, then either runs the program once (mode ``exec``) or serves a line-delimited
 JSON protocol on its original stdin/stdout (modes ``call`` and ``stdio``) so that the trusted
-host can call the program's functions or feed it test inputs. Everything that leaves the sandbox is plain data; the host re-validates it, so
-nothing here needs to be tamper-proof. Kept compatible with Python 3.8+ (the sandbox interpreter
-may differ from the host's).
+host can call the program's functions or feed it test inputs. Everything that leaves the sandbox
+is plain data; the host re-validates it, so nothing here needs to be tamper-proof. Kept
+compatible with Python 3.8+ (the sandbox interpreter may differ from the host's).
 """
 
 import builtins

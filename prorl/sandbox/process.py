@@ -149,7 +149,8 @@ class SandboxProcess:
                 self.kill()
                 raise SandboxTimeout("no answer before the deadline")
             if self.popen.stdout not in [k.fileobj for k in self._sel.get_map().values()]:
-                raise SandboxClosed(f"sandboxed process closed its output (exit={self.popen.poll()})")
+                raise SandboxClosed(
+                    f"sandboxed process closed its output (exit={self.popen.poll()})")
             self._pump(min(remaining, 1.0))
 
     def write(self, data: bytes, deadline: float) -> None:

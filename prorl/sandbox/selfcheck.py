@@ -43,9 +43,12 @@ def attempt(fn):
 r["loopback"] = attempt(lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close())
 r["internet"] = attempt(lambda: socket.create_connection(("1.1.1.1", 53), timeout=2).close())
 r["dns"] = attempt(lambda: socket.getaddrinfo("example.com", 80))
-r["readable"] = [p for p in paths if attempt(lambda p=p: os.listdir(p) if os.path.isdir(p) else open(p, "rb").read(1))]
-r["writable"] = [p for p in ("/x", "/etc/x", "/usr/x", "/dev/x", "/proc/x", "/sandbox/x", os.path.dirname(os.__file__) + "/x")
-                 if attempt(lambda p=p: open(p, "w").write("x"))]
+def peek(p):
+    return os.listdir(p) if os.path.isdir(p) else open(p, "rb").read(1)
+r["readable"] = [p for p in paths if attempt(lambda p=p: peek(p))]
+targets = ["/x", "/etc/x", "/usr/x", "/dev/x", "/proc/x", "/sandbox/x",
+           os.path.dirname(os.__file__) + "/x"]
+r["writable"] = [p for p in targets if attempt(lambda p=p: open(p, "w").write("x"))]
 r["scratch_ok"] = attempt(lambda: open("/tmp/probe.txt", "w").write("x"))
 env_hits = [k for k, v in os.environ.items() if secret in v or k == secret_name]
 for pid in [p for p in os.listdir("/proc") if p.isdigit()] + ["self"]:

@@ -427,8 +427,6 @@ def test_k3_nonnegative_zero_at_equality_and_clamped():
     assert float(kl_penalty(torch.tensor([[-30.0]]), torch.tensor([[0.0]]), "k3")) == 10.0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: k3 = exp(lr) - 1 - lr goes slightly negative (~-6e-8) in float32 "
-                   "when logp ~= ref_logp (cancellation), contradicting the docstring 'always >= 0'")
 def test_k3_nonnegative_in_float32_near_equality():
     # right after a reset the policy and the reference agree to ~1e-4: exp(x) rounds to 1 in float32
     # for |x| < 6e-8 and exp(x) - 1 - x = -x < 0 for x > 0. Fix: (torch.expm1(lr) - lr).clamp(0, 10).

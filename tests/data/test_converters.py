@@ -60,7 +60,8 @@ def test_mbpp_rows():
     assert set(splits) <= {"prompt", "test", "validation", "train"} and splits["test"] > 200
     by_id = {r["extra_info"]["task_id"]: r for r in rows}
     assert json.loads(by_id[126]["reward_model"]["ground_truth"])["entry_points"] == ["sum"]
-    assert by_id[2]["extra_info"]["split"] == "prompt" and by_id[11]["extra_info"]["split"] == "test"
+    assert by_id[2]["extra_info"]["split"] == "prompt"
+    assert by_id[11]["extra_info"]["split"] == "test"
 
 
 @needs_data

@@ -145,8 +145,6 @@ def test_data_source_resolved_through_ability():
     validate_row(row(source="simplelr_qwen", ability=None))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: read_rows parses a .json array with a bare json.loads, so a "
-                   "broken .json file raises JSONDecodeError (a traceback from `prorl train`) instead of DataError")
 def test_broken_json_array_is_a_data_error(tmp_path):
     p = tmp_path / "d.json"
     p.write_text('[{"data_source": "builtin/add",')
@@ -289,9 +287,6 @@ def test_set_weights_changes_the_mix_midway():
     assert {e.data_source for e in s.take(20)} == {"b"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (performance): PromptSampler._next_from re-creates and "
-                   "re-shuffles the whole epoch order on every draw: O(N) per prompt, ~85 ms per draw "
-                   "at ProRL's 136k prompts (minutes per step); cache the order per (stream, epoch)")
 def test_sampler_draw_cost_does_not_grow_with_dataset():
     s = PromptSampler(examples({"a": 100_000}), seed=0)
     s.next()  # the first draw of an epoch may shuffle once

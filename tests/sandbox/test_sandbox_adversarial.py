@@ -117,7 +117,10 @@ def test_host_files_are_not_visible():
         found = {}
         for p in sys.argv[1:]:
             try:
-                found[p] = sorted(os.listdir(p))[:5] if os.path.isdir(p) else open(p, "rb").read(20).decode("latin1")
+                if os.path.isdir(p):
+                    found[p] = sorted(os.listdir(p))[:5]
+                else:
+                    found[p] = open(p, "rb").read(20).decode("latin1")
             except Exception:
                 pass
         # walk the whole visible tree: nothing outside the interpreter, its libs and /tmp
@@ -194,7 +197,8 @@ def test_runs_as_unprivileged_uid_on_the_host():
 
 
 def test_fork_bomb_is_contained_and_host_and_other_runs_are_unaffected():
-    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    bomb = ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
+            "        pass\n")
     done: dict = {}
 
     def run_bomb():
@@ -251,8 +255,9 @@ def test_cpu_wall_memory_file_and_output_limits():
     assert r.wall_s < 6
     r = run_python("x = bytearray(1 << 31)\nprint('allocated')", limits=Limits(memory_mb=256))
     assert r.killed_by == "memory" and b"allocated" not in r.stdout
-    r = run_python("import os\ntry:\n    open('f', 'wb').write(b'x' * (4 << 20))\nexcept OSError as e:"
-                   "\n    print(e.errno)\nprint(os.path.getsize('f'))", limits=Limits(fsize_mb=1))
+    r = run_python("import os\ntry:\n    open('f', 'wb').write(b'x' * (4 << 20))\n"
+                   "except OSError as e:\n    print(e.errno)\nprint(os.path.getsize('f'))",
+                   limits=Limits(fsize_mb=1))
     assert r.stdout_text.split() == ["27", str(1 << 20)]  # EFBIG, file cut at the limit
     r = run_python("import os\ntry:\n    for i in range(10000):\n        open('f%d' % i, 'wb')"
                    ".write(b'x' * (1 << 20))\nexcept OSError as e:\n    print('stopped', i)",
