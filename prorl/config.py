@@ -98,6 +98,7 @@ class RewardConfig:
     overlong_penalty_factor: float = f(1.0, "DAPO overlong penalty at the limit")
     truncation_penalty: float = f(0.0, "subtracted from the reward of responses that never stop (no EOS)")
     mask_truncated: bool = f(False, "exclude truncated responses from the policy loss")
+    sandbox_allow_unsafe: bool = f(False, "run model-written code WITHOUT isolation when bubblewrap is unavailable (never do this with untrusted models)")
 
 
 @dataclass

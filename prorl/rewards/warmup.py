@@ -28,6 +28,12 @@ def warm() -> None:
             verify_math(response, gold, {})
         except Exception:
             pass
+    try:  # probe the sandbox once here, so forked workers inherit the result (~1 s otherwise)
+        from prorl.sandbox import available
+
+        available()
+    except Exception:
+        pass
 
 
 warm()

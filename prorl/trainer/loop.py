@@ -121,6 +121,11 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
     from prorl.rewards.scorer import RewardScorer
     from prorl.rollout.hf import HFRolloutEngine
 
+    if cfg.reward.sandbox_allow_unsafe:  # explicit opt-in; worker processes inherit the variable
+        import os
+
+        os.environ["PRORL_SANDBOX_ALLOW_UNSAFE"] = "1"
+
     train_ex, val_ex, dropped = load_datasets(cfg, tokenizer)
     sampler = PromptSampler(train_ex, seed=seed, shuffle=cfg.data.shuffle, weights=cfg.data.domain_weights)
     if "sampler" in state:

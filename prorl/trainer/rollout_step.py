@@ -45,6 +45,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
                            "dynamic_sampling/dropped_all_correct": 0, "dynamic_sampling/dropped_all_wrong": 0,
                            "dynamic_sampling/dropped_other_equal": 0}
     all_scores, all_lengths, all_trunc, all_over, all_tpen, statuses = [], [], [], [], [], []
+    by_source: dict[str, list[float]] = {}
     t_gen = t_rew = 0.0
     rounds = 0
     while len(kept) < num_prompts and rounds < max_rounds:
@@ -74,6 +75,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
             rewards, over, tpen = shape_rewards(scores, lengths, truncated, max_len=max_new_tokens, **shaping)
             round_groups.append(Group(ex, group, scores, rewards, [v.status.value for v in vs]))
             all_scores += scores
+            by_source.setdefault(ex.data_source, []).extend(scores)
             all_lengths += lengths
             all_trunc += truncated
             all_over += over
@@ -105,6 +107,9 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
     m["response_length/clip_ratio"] = sum(all_trunc) / n_all
     for st in ("correct", "wrong", "no_answer", "error", "timeout"):
         m[f"reward/status/{st}"] = statuses.count(st) / n_all
+    for ds, sc in sorted(by_source.items()):
+        m[f"critic/score/{ds}/mean"] = sum(sc) / len(sc)
+        m[f"critic/acc/{ds}/mean"] = sum(x >= 1.0 for x in sc) / len(sc)
     m["timing_s/gen"] = t_gen
     m["timing_s/reward"] = t_rew
     return StepExperience(kept, m)
