@@ -30,12 +30,14 @@ def matmul_flops(threads: int, size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
-def model_flops_per_token(model, context: int) -> float:
-    """Forward FLOPs per token: 2 x (linear weights) + attention scores/values (2 x 2 x layers x context x hidden)."""
+def model_flops_per_token(model, context: int, head_fraction: float) -> float:
+    """Forward FLOPs per token: 2 x (linear weights) + attention scores/values (2 x 2 x layers x context x hidden);
+    the LM head only runs on the ``head_fraction`` of positions whose logits are kept."""
     cfg = model.config
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    head = model.get_output_embeddings()
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
     attn = 2 * 2 * cfg.num_hidden_layers * context * cfg.hidden_size
-    return 2 * linear + attn
+    return 2 * linear + 2 * head.weight.numel() * head_fraction + attn
 
 
 def main() -> None:
@@ -84,7 +86,8 @@ def main() -> None:
         dt = time.perf_counter() - t
         tokens = int(batch.input_ids.numel())  # the update runs over padded [B, P + R]
         upd_tps.append(tokens / dt)
-        upd_flops.append(3 * model_flops_per_token(model, batch.input_ids.shape[1]) * tokens / dt)
+        head_fraction = (batch.response_len + 1) / batch.input_ids.shape[1]
+        upd_flops.append(3 * model_flops_per_token(model, batch.input_ids.shape[1], head_fraction) * tokens / dt)
 
     med = statistics.median
     print(f"threads={args.threads} prompts={args.prompts} n={args.n} max_new_tokens={args.max_new_tokens} repeats={args.repeats}")

@@ -55,7 +55,7 @@ TRAIN_PANELS: list[Panel] = [
     ),
     Panel(
         "Clip fractions",
-        [("actor/pg_clipfrac", "pg_clipfrac (upper)"), ("actor/pg_clipfrac_lower", "pg_clipfrac_lower")],
+        [("actor/pg_clipfrac", "pg_clipfrac (either side)"), ("actor/pg_clipfrac_higher", "pg_clipfrac_higher (r > 1+eps_high, A > 0)"), ("actor/pg_clipfrac_lower", "pg_clipfrac_lower (r < 1-eps_low, A < 0)")],
         "fraction",
     ),
     Panel("Dynamic sampling", [("dynamic_sampling/kept_groups", "kept groups")], "groups"),

@@ -1,0 +1,24 @@
+"""The README's main job: `prorl train` on the built-in preset must raise held-out pass@1 by at
+least 20 points on every built-in task within its 10-minute budget (slow: ~5 minutes on 2 cores)."""
+
+from __future__ import annotations
+
+import pytest
+
+from prorl.config import load_config
+from prorl.trainer.loop import train
+from prorl.trainer.metrics import read_metrics
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_default_preset_learns(tmp_path):
+    cfg = load_config(None, [f"trainer.run_dir={tmp_path}", "trainer.progress_bar=false"])
+    assert cfg.trainer.max_minutes <= 10
+    train(cfg, log=print)
+    metrics = read_metrics(tmp_path)
+    for task in cfg.data.builtin_tasks:
+        key = f"val-core/builtin/{task}/acc/mean@{cfg.validation.n}"
+        curve = [m[key] for m in metrics if key in m]
+        assert len(curve) >= 3
+        assert curve[-1] - curve[0] >= 0.20, f"{task}: {curve[0]:.3f} -> {curve[-1]:.3f}"
