@@ -174,7 +174,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         nonlocal optimizer
         if cfg.reset.rollback_to_best and state.get("best_ckpt") and Path(state["best_ckpt"]).exists():
             ckpt.load_weights_into(model, Path(state["best_ckpt"]))
-            cause += f" (rolled back to best checkpoint, step {state['best_step']})"
+            cause += f" (rolled back to best checkpoint, step {state['best_ckpt_step']})"
         if cfg.reset.reset_reference and reference is not None:
             reference.load_state_dict(model.state_dict())
             state["reference_reset"] = True
@@ -188,6 +188,12 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
     results: dict = {}
     if start_step == 0 and cfg.validation.at_start and cfg.validation.every and val_ex:
         results = validate(0)
+        if cfg.reset.rollback_to_best:  # the initial policy may turn out to be the best one
+            state["sampler"] = sampler.state_dict()
+            state["best_ckpt_step"] = 0
+            state["best_ckpt"] = str(ckpt.save_checkpoint(
+                run_dir, 0, model=model, tokenizer=tokenizer, optimizer=optimizer,
+                trainer_state={k: v for k, v in state.items() if k != "step"}, keep=cfg.trainer.keep_checkpoints + 1))
     from tqdm import tqdm
 
     t_start = time.perf_counter()
@@ -291,9 +297,9 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
                                         trainer_state={k: v for k, v in state.items() if k != "step"},
                                         reference=reference if state.get("reference_reset") else None,
                                         keep=cfg.trainer.keep_checkpoints,
-                                        protect=(state["best_step"],) if state.get("best_ckpt") else ())
+                                        protect=(state["best_ckpt_step"],) if state.get("best_ckpt") else ())
             if is_best:
-                state["best_ckpt"] = str(path)
+                state["best_ckpt"], state["best_ckpt_step"] = str(path), step
         if out_of_time:
             log(f"trainer.max_minutes={base_cfg.trainer.max_minutes} reached at step {step}; stopping")
             break

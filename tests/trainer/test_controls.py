@@ -96,3 +96,16 @@ def test_plot_from_a_real_run(tmp_path):
     png = plot_run(tmp_path)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_reset_can_roll_back_to_the_best_checkpoint(tmp_path):
+    m = _train(tmp_path, "reset.steps=[4]", "reset.rollback_to_best=true", "validation.every=1",
+               "trainer.save_every=1", "trainer.total_steps=4", "trainer.keep_checkpoints=1")
+    (ev,) = _events(tmp_path)
+    state = json.loads((tmp_path / "checkpoints" / "step_4" / "trainer_state.json").read_text())
+    assert f"rolled back to best checkpoint, step {state['resets'][0]['cause'].split('step ')[-1]}" in ev["cause"]
+    best = int(ev["cause"].rsplit("step ", 1)[1].rstrip(")"))
+    val = _by_step(m, "val-core/builtin/sort/acc/mean@2")
+    assert val[best] == max(v for s, v in val.items() if s < 4)
+    assert (tmp_path / "checkpoints" / f"step_{best}").exists(), "the best checkpoint is kept despite keep_checkpoints=1"
+    assert _by_step(m, "actor/kl_loss")[4] == pytest.approx(0.0, abs=1e-7)
