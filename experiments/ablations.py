@@ -1,8 +1,9 @@
 """The ProRL/DAPO ablations in miniature, on the built-in CPU task, several seeds each.
 
-1. clip-higher: decoupled (eps_low 0.2, eps_high 0.4) vs symmetric (0.2 / 0.2) clipping;
-2. dynamic vs static sampling;
-3. after a degradation (a stage with a 30x learning rate), continuing with no reset, with a
+1. clip-higher: decoupled (eps_low 0.2, eps_high 0.4) vs symmetric (0.2 / 0.2) clipping, on-policy
+   (2 updates per batch) and off-policy (16 updates per batch);
+2. dynamic vs static sampling (on addition + sorting, where sorting saturates early);
+3. after a degradation (a stage with a 30x, or 10x, learning rate), continuing with no reset, with a
    hard reset (reference + optimizer) to the current policy, or with a reset that rolls back to
    the best checkpoint.
 
@@ -33,17 +34,29 @@ BASE = [
 ]
 DEGRADE_AT, RECOVER_AT = 10, 16
 DEGRADE = (f"stages=[{{name: normal, until_step: {DEGRADE_AT}}}, "
-           f"{{name: degrade, until_step: {RECOVER_AT - 1}, overrides: {{actor.lr: 6.0e-3}}}}, "
+           f"{{name: degrade, until_step: {RECOVER_AT - 1}, overrides: {{actor.lr: LR}}}}, "
            "{name: recover, reset_on_enter: RESET}]")
+
+
+def _reset_arms(lr: str) -> dict[str, list[str]]:
+    stages = DEGRADE.replace("LR", lr)
+    return {
+        "no reset": [stages.replace("RESET", "false"), "algo.kl_coef=0.05"],
+        "reset": [stages.replace("RESET", "true"), "algo.kl_coef=0.05"],
+        "reset + rollback to best": [stages.replace("RESET", "true"), "algo.kl_coef=0.05", "reset.rollback_to_best=true"],
+    }
+
 
 ABLATIONS: dict[str, dict[str, list[str]]] = {
     "clip": {"decoupled 0.2/0.4": ["algo.eps_high=0.4"], "symmetric 0.2/0.2": ["algo.eps_high=0.2"]},
-    "sampling": {"dynamic": ["algo.dynamic_sampling=true"], "static": ["algo.dynamic_sampling=false"]},
-    "reset": {
-        "no reset": [DEGRADE.replace("RESET", "false"), "algo.kl_coef=0.05"],
-        "reset": [DEGRADE.replace("RESET", "true"), "algo.kl_coef=0.05"],
-        "reset + rollback to best": [DEGRADE.replace("RESET", "true"), "algo.kl_coef=0.05", "reset.rollback_to_best=true"],
-    },
+    # 4 epochs x 4 mini-batches = 16 updates per batch: the ratio drifts far enough for the clip to bite
+    "clip_offpolicy": {"decoupled 0.2/0.4": ["algo.eps_high=0.4", "actor.ppo_epochs=4", "actor.ppo_mini_batch_size=4"],
+                       "symmetric 0.2/0.2": ["algo.eps_high=0.2", "actor.ppo_epochs=4", "actor.ppo_mini_batch_size=4"]},
+    # both tasks: sorting saturates within ~10 steps, so static batches fill up with zero-advantage groups
+    "sampling": {"dynamic": ["algo.dynamic_sampling=true", "data.builtin_tasks=[add,sort]"],
+                 "static": ["algo.dynamic_sampling=false", "data.builtin_tasks=[add,sort]"]},
+    "reset": _reset_arms("6.0e-3"),  # 30x the learning rate for 5 steps: a collapse
+    "reset_mild": _reset_arms("2.0e-3"),  # 10x: a milder degradation
 }
 
 
@@ -54,16 +67,18 @@ def val_curve(metrics: list[dict]) -> dict[int, float]:
 
 def summarise(metrics: list[dict], target: float) -> dict:
     val = val_curve(metrics)
-    ent = [m["actor/entropy"] for m in metrics if "actor/entropy" in m]
+    ent = {m["step"]: m["actor/entropy"] for m in metrics if "actor/entropy" in m}  # steps with an update
     steps = sorted(val)
     reached = next((s for s in steps if val[s] >= target), None)
     after = [val[s] for s in steps if s >= RECOVER_AT]
-    return {"val_start": val[steps[0]], "val_end": val[steps[-1]], "entropy_end": statistics.mean(ent[-3:]),
+    updates = sorted(ent)
+    return {"val_start": val[steps[0]], "val_end": val[steps[-1]],
+            "entropy_end": statistics.mean(ent[s] for s in updates[-3:]), "update_steps": len(updates),
             "steps_to_target": reached, "val_after_intervention": statistics.mean(after) if after else None,
             "val": val, "entropy": ent}
 
 
-def run_all(out: Path, seeds: list[int], steps: int, target: float, only: list[str]) -> dict:
+def run_all(out: Path, seeds: list[int], steps: int, target: float, only: list[str], replot: bool = False) -> dict:
     results: dict = {}
     for name, arms in ABLATIONS.items():
         if only and name not in only:
@@ -72,9 +87,10 @@ def run_all(out: Path, seeds: list[int], steps: int, target: float, only: list[s
             for seed in seeds:
                 run_dir = out / name / arm.replace(" ", "_").replace("/", "-") / f"seed{seed}"
                 t = time.time()
-                cfg = load_config(None, BASE + overrides + [f"trainer.seed={seed}", f"trainer.total_steps={steps}",
-                                                            f"trainer.run_dir={run_dir}"])
-                train(cfg, overwrite=True, log=lambda *_: None)
+                if not replot:
+                    cfg = load_config(None, BASE + overrides + [f"trainer.seed={seed}", f"trainer.total_steps={steps}",
+                                                                f"trainer.run_dir={run_dir}"])
+                    train(cfg, overwrite=True, log=lambda *_: None)
                 s = summarise(read_metrics(run_dir), target)
                 results.setdefault(name, {}).setdefault(arm, []).append(s)
                 print(f"{name:9s} {arm:26s} seed {seed}: val {s['val_start']:.3f} -> {s['val_end']:.3f}, "
@@ -89,8 +105,8 @@ def table(results: dict) -> str:
             return "n/a"
         return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
 
-    lines = ["| ablation | arm | val start | val end | entropy at end | steps to target | val after intervention |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| ablation | arm | val start | val end | entropy at end | steps to target | val after intervention | steps with an update |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, arms in results.items():
         for arm, runs in arms.items():
             reached = [r["steps_to_target"] for r in runs]
@@ -98,7 +114,8 @@ def table(results: dict) -> str:
                 if any(s is not None for s in reached) else f"never (0/{len(runs)})"
             lines.append(f"| {name} | {arm} | {ms([r['val_start'] for r in runs])} | {ms([r['val_end'] for r in runs])} | "
                          f"{ms([r['entropy_end'] for r in runs])} | {steps} | "
-                         f"{ms([r['val_after_intervention'] for r in runs]) if name == 'reset' else '-'} |")
+                         f"{ms([r['val_after_intervention'] for r in runs]) if name.startswith('reset') else '-'} | "
+                         f"{ms([r['update_steps'] for r in runs])} |")
     return "\n".join(lines)
 
 
@@ -111,11 +128,11 @@ def plot(results: dict, out: Path) -> None:
         for arm, runs in arms.items():
             steps = sorted(runs[0]["val"])
             ax_v.plot(steps, [statistics.mean(r["val"].get(s, float("nan")) for r in runs) for s in steps], marker="o", label=arm)
-            n = min(len(r["entropy"]) for r in runs)
-            ax_e.plot(range(1, n + 1), [statistics.mean(r["entropy"][i] for r in runs) for i in range(n)], label=arm)
-        if name == "reset":
+            e_steps = sorted({s for r in runs for s in r["entropy"]})  # mean over the seeds that updated at a step
+            ax_e.plot(e_steps, [statistics.mean(r["entropy"][s] for r in runs if s in r["entropy"]) for s in e_steps], label=arm)
+        if name.startswith("reset"):
             for ax in (ax_v, ax_e):
-                ax.axvspan(DEGRADE_AT + 0.5, RECOVER_AT - 0.5, color="red", alpha=0.1, label="degradation (30x lr)")
+                ax.axvspan(DEGRADE_AT + 0.5, RECOVER_AT - 0.5, color="red", alpha=0.1, label="degradation stage (lr raised)")
         ax_v.set(title=f"{name}: held-out accuracy (mean over seeds)", xlabel="step", ylabel="val acc")
         ax_e.set(title=f"{name}: policy entropy", xlabel="step", ylabel="entropy")
         ax_v.legend()
@@ -131,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--target", type=float, default=0.75, help="validation accuracy for 'steps to target'")
     ap.add_argument("--only", nargs="*", default=[], choices=sorted(ABLATIONS))
+    ap.add_argument("--replot", action="store_true", help="rebuild table and plots from existing run dirs in --out")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = run_all(out, args.seeds, args.steps, args.target, args.only)
+    results = run_all(out, args.seeds, args.steps, args.target, args.only, args.replot)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     md = table(results)
     (out / "table.md").write_text(md + "\n")

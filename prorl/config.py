@@ -45,7 +45,7 @@ class DataConfig:
     builtin_tasks: list[str] = f(["add", "sort"], "built-in tasks used when no files are given")
     builtin_train_size: int = f(4000, "training problems per built-in task")
     builtin_val_size: int = f(64, "held-out validation problems per built-in task")
-    max_prompt_length: int = f(1024, "prompts longer than this (tokens) are rejected at load time")
+    max_prompt_length: int = f(1024, "prompts longer than this (tokens) are dropped at load time (the count is printed)")
     val_max_prompts: int = f(0, "cap on validation prompts per data_source (0 = all)")
     domain_weights: dict[str, float] = f({}, "sampling weight per data_source for the training mix (empty = natural mix)")
     shuffle: bool = f(True, "shuffle training prompts each epoch")
