@@ -44,6 +44,10 @@ class PackedBatch:
     response_mask: torch.Tensor  # [B, R] 1 on real response tokens (EOS included)
     response_len: int  # R
 
+    def to(self, device) -> "PackedBatch":
+        return PackedBatch(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device),
+                           self.response_len)
+
     def select(self, idx: torch.Tensor) -> "PackedBatch":
         return PackedBatch(self.input_ids[idx], self.attention_mask[idx], self.response_mask[idx], self.response_len)
 

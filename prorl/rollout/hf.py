@@ -43,9 +43,10 @@ class HFRolloutEngine:
             ids[i, P - len(p):] = torch.tensor(list(p))
             attn[i, P - len(p):] = 1
         greedy = temperature <= 0
+        device = next(self.model.parameters()).device
         seqs = self.model.generate(
-            input_ids=ids,
-            attention_mask=attn,
+            input_ids=ids.to(device),
+            attention_mask=attn.to(device),
             do_sample=not greedy,
             temperature=None if greedy else temperature,
             top_p=None if greedy else top_p,

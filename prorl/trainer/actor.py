@@ -65,7 +65,7 @@ def update_actor(
         rng.shuffle(order)
         for mb_start in range(0, num_groups, mini_batch_groups):
             groups = order[mb_start:mb_start + mini_batch_groups]
-            idx = torch.tensor([g * group_size + j for g in groups for j in range(group_size)])
+            idx = torch.tensor([g * group_size + j for g in groups for j in range(group_size)], device=loss_mask.device)
             mb_mask = loss_mask[idx]
             if agg_mode == "token-mean":
                 total = mb_mask.sum().clamp(min=1.0)

@@ -250,13 +250,13 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
             n = cfg.rollout.n
             prompts = [g.example.prompt_ids for g in exp.groups for _ in range(n)]
             responses = [c.token_ids for g in exp.groups for c in g.completions]
-            batch = pack(prompts, responses, tokenizer.pad_token_id)
+            batch = pack(prompts, responses, tokenizer.pad_token_id).to(device)
             rewards = torch.tensor([r for g in exp.groups for r in g.rewards])  # [B]
             group_ids = torch.arange(len(exp.groups)).repeat_interleave(n)  # [B]
-            adv = grpo_advantages(rewards, group_ids, norm_by_std=cfg.algo.norm_adv_by_std)
+            adv = grpo_advantages(rewards, group_ids, norm_by_std=cfg.algo.norm_adv_by_std).to(device)
             loss_mask = batch.response_mask.clone()
             if cfg.reward.mask_truncated:
-                trunc = torch.tensor([c.truncated for g in exp.groups for c in g.completions])
+                trunc = torch.tensor([c.truncated for g in exp.groups for c in g.completions], device=device)
                 loss_mask[trunc] = 0.0
             temp = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
             old_logp = batch_logprobs(model, batch, cfg.actor.micro_batch_size, temp)

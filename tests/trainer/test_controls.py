@@ -109,3 +109,13 @@ def test_reset_can_roll_back_to_the_best_checkpoint(tmp_path):
     assert val[best] == max(v for s, v in val.items() if s < 4)
     assert (tmp_path / "checkpoints" / f"step_{best}").exists(), "the best checkpoint is kept despite keep_checkpoints=1"
     assert _by_step(m, "actor/kl_loss")[4] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_masked_truncated_responses_do_not_train(tmp_path):
+    # 6 tokens cannot hold a sorted list in \boxed{}: every response is truncated
+    m = _train(tmp_path, "rollout.max_response_length=6", "reward.mask_truncated=true", "algo.dynamic_sampling=false",
+               "reward.truncation_penalty=0.5", "trainer.total_steps=1", "trainer.save_every=0", "validation.every=0")
+    (step,) = [x for x in m if x["step"] == 1]
+    assert step["response_length/clip_ratio"] == 1.0
+    assert step["reward/truncation_penalty/mean"] == pytest.approx(-0.5)
+    assert "actor/pg_loss" not in step, "a fully masked batch must not produce a policy-gradient update"
