@@ -170,6 +170,10 @@ class Config:
 
 
 BUILTIN_PRESET = Path(__file__).parent / "configs" / "tiny.yaml"
+# settings a stage may not override: the datasets and the model are loaded once per run
+FIXED_FOR_THE_RUN = {"data.train_files", "data.val_files", "data.builtin_tasks", "data.builtin_train_size",
+                     "data.builtin_val_size", "data.max_prompt_length", "data.val_max_prompts", "model.path",
+                     "model.dtype", "trainer.run_dir", "trainer.seed", "rollout.engine"}
 
 
 # --------------------------------------------------------------------------- type checking
@@ -337,6 +341,16 @@ def validate(cfg: Config) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    if not cfg.data.train_files:
+        from prorl.data.builtin_tasks import TASKS
+
+        for t in cfg.data.builtin_tasks:
+            if t not in TASKS:
+                near = difflib.get_close_matches(t, list(TASKS), n=1)
+                raise ConfigError(f"data.builtin_tasks: unknown task {t!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                                  + f" (available: {', '.join(sorted(TASKS))})")
+        if not cfg.data.builtin_tasks:
+            raise ConfigError("data.builtin_tasks is empty and no data.train_files are given: nothing to train on")
     prev = 0
     for i, st in enumerate(cfg.stages):
         last = i == len(cfg.stages) - 1
@@ -349,6 +363,8 @@ def validate(cfg: Config) -> None:
             for key, value in st.overrides.items():
                 if key.split(".")[0] == "stages":
                     raise ConfigError("a stage cannot override stages")
+                if key in FIXED_FOR_THE_RUN:
+                    raise ConfigError(f"{key} is fixed for the whole run (stages change the mix with data.domain_weights)")
                 set_dotted(probe, key.split("."), value)
             validate(_from_dict(Config, probe))
         except ConfigError as e:

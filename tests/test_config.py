@@ -403,3 +403,13 @@ def test_fields_have_docs_in_metadata():
 
     assert walk(Config) == len(describe_fields())
     assert walk(StageConfig) == 5
+
+
+def test_unknown_builtin_task_is_rejected_with_a_suggestion():
+    with pytest.raises(ConfigError, match="unknown task 'srot'.*did you mean 'sort'"):
+        load_config(None, ["data.builtin_tasks=[add, srot]"])
+
+
+def test_stage_cannot_change_the_dataset_or_the_model():
+    with pytest.raises(ConfigError, match="data.train_files is fixed for the whole run"):
+        load_config(None, ["stages=[{name: a, until_step: 5}, {name: b, overrides: {data.train_files: [x.jsonl]}}]"])

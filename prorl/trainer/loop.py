@@ -34,29 +34,31 @@ def resolve_model_path(path: str) -> str:
     return str(BUILTIN_TINY) if path == "builtin:tiny" else path
 
 
-def load_datasets(cfg: Config, tokenizer):
-    """(train examples, val examples, dropped-overlong count) from files or the built-in tasks."""
+def load_dataset_rows(cfg: Config) -> tuple[list[dict], list[dict]]:
+    """Validated (train rows, val rows) from files or the built-in tasks. Runs before any model is
+    loaded, so a malformed row stops the run at once, naming its file and row."""
+    from prorl.data.builtin_tasks import generate_rows
+
     if cfg.data.train_files:
         train_rows = load_rows(cfg.data.train_files)
     else:
-        from prorl.data.builtin_tasks import generate_rows
-
-        train_rows = [r for t in cfg.data.builtin_tasks for r in generate_rows(t, cfg.data.builtin_train_size, cfg.trainer.seed, "train")]
+        train_rows = [r for t in cfg.data.builtin_tasks
+                      for r in generate_rows(t, cfg.data.builtin_train_size, cfg.trainer.seed, "train")]
     if cfg.data.val_files:
         val_rows = load_rows(cfg.data.val_files)
     elif not cfg.data.train_files:
-        from prorl.data.builtin_tasks import generate_rows
-
         val_rows = [r for t in cfg.data.builtin_tasks for r in generate_rows(t, cfg.data.builtin_val_size, 1234, "val")]
     else:
         val_rows = []
     if cfg.data.val_max_prompts:
-        per: dict[str, int] = {}
-        val_rows = [r for r in val_rows if per.setdefault(r["data_source"], 0) < cfg.data.val_max_prompts
-                    and not per.__setitem__(r["data_source"], per[r["data_source"]] + 1)]
-    train, d1 = build_examples(train_rows, tokenizer, cfg.data.max_prompt_length)
-    val, d2 = build_examples(val_rows, tokenizer, cfg.data.max_prompt_length)
-    return train, val, d1 + d2
+        seen: dict[str, int] = {}
+        capped = []
+        for r in val_rows:
+            seen[r["data_source"]] = seen.get(r["data_source"], 0) + 1
+            if seen[r["data_source"]] <= cfg.data.val_max_prompts:
+                capped.append(r)
+        val_rows = capped
+    return train_rows, val_rows
 
 
 def make_optimizer(model, cfg: Config) -> torch.optim.Optimizer:
@@ -103,6 +105,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
+    train_rows, val_rows = load_dataset_rows(cfg)
     model_path = resolve_model_path(base_cfg.model.path)
     model, tokenizer = load_policy(str(latest) if latest else model_path, dtype=base_cfg.model.dtype, device=device)
     if base_cfg.model.gradient_checkpointing:
@@ -126,7 +129,9 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
 
         os.environ["PRORL_SANDBOX_ALLOW_UNSAFE"] = "1"
 
-    train_ex, val_ex, dropped = load_datasets(cfg, tokenizer)
+    train_ex, d1 = build_examples(train_rows, tokenizer, cfg.data.max_prompt_length)
+    val_ex, d2 = build_examples(val_rows, tokenizer, cfg.data.max_prompt_length)
+    dropped = d1 + d2
     sampler = PromptSampler(train_ex, seed=seed, shuffle=cfg.data.shuffle, weights=cfg.data.domain_weights)
     if "sampler" in state:
         sampler.load_state_dict(state["sampler"])
