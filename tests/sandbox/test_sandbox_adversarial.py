@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from prorl.sandbox import (Limits, available, backend, configure, get_config, run_python,
-                           spawn_python)
+from prorl.sandbox import Limits, available, backend, run_python, spawn_python
 from prorl.sandbox.selfcheck import _host_uids, self_check
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
@@ -32,17 +31,9 @@ SHARED = REPO / ".." / "shared" / "data"
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _real_isolation_only():
-    """These tests run real attacks (kill(-1), fork bombs, ...): never without isolation, even
-    if the environment enables the unsafe fallback."""
-    old = get_config()
-    configure(allow_unsafe=False)
-    ok, why = available()
-    if not ok or backend().kind != "bwrap":
-        configure(**{k: getattr(old, k) for k in old.__dataclass_fields__})
-        pytest.fail(f"bwrap is installed but the sandbox does not work: {why}")
+def _real_isolation_only(real_isolation_only):
+    """These tests run real attacks: only under real bwrap isolation (see tests/conftest.py)."""
     yield
-    configure(**{k: getattr(old, k) for k in old.__dataclass_fields__})
 
 
 def _json_run(code: str, *argv: str, **kw) -> dict:

@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 
-from prorl.sandbox import available, backend, configure, get_config
 from prorl.verifiers.base import Status
 from prorl.verifiers.code import verify_code
 
@@ -21,17 +20,9 @@ pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewra
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _real_isolation_only():
-    """These tests run real attacks (kill(-1), fork bombs, ...): never without isolation, even
-    if the environment enables the unsafe fallback."""
-    old = get_config()
-    configure(allow_unsafe=False)
-    ok, why = available()
-    if not ok or backend().kind != "bwrap":
-        configure(**{k: getattr(old, k) for k in old.__dataclass_fields__})
-        pytest.fail(f"bwrap is installed but the sandbox does not work: {why}")
+def _real_isolation_only(real_isolation_only):
+    """These tests run real attacks: only under real bwrap isolation (see tests/conftest.py)."""
     yield
-    configure(**{k: getattr(old, k) for k in old.__dataclass_fields__})
 
 
 def fenced(code: str) -> str:
