@@ -53,13 +53,12 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: str = f("hf", "rollout engine: hf (transformers generate, CPU) | vllm (GPU)", choices=("hf", "vllm"))
+    engine: str = f("hf", "rollout engine: hf (transformers generate); vLLM is not implemented yet", choices=("hf",))
     n: int = f(16, "responses sampled per prompt (GRPO group size)")
     temperature: float = f(1.2, "sampling temperature for training rollouts")
     top_p: float = f(1.0, "nucleus sampling for training rollouts")
     max_response_length: int = f(8192, "max new tokens per response; longer ones are truncated")
     max_batch_size: int = f(256, "sequences per generate call (hf engine)")
-    gpu_memory_utilization: float = f(0.5, "vllm: fraction of GPU memory for the engine")
 
 
 @dataclass

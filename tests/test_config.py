@@ -413,3 +413,8 @@ def test_unknown_builtin_task_is_rejected_with_a_suggestion():
 def test_stage_cannot_change_the_dataset_or_the_model():
     with pytest.raises(ConfigError, match="data.train_files is fixed for the whole run"):
         load_config(None, ["stages=[{name: a, until_step: 5}, {name: b, overrides: {data.train_files: [x.jsonl]}}]"])
+
+
+def test_unimplemented_rollout_engine_is_rejected():
+    with pytest.raises(ConfigError, match="rollout.engine: 'vllm' is not one of hf"):
+        load_config(None, ["rollout.engine=vllm"])

@@ -242,6 +242,15 @@ def _exc_info(e):
     return {"ok": False, "exc": type(e).__name__[:80], "msg": str(e)[:500]}
 
 
+def _compile(src, filename, hello):
+    """The program's code object, or None with ``hello["syntax_error"]`` set."""
+    try:
+        return compile(src, filename, "exec")
+    except (SyntaxError, ValueError) as e:
+        hello["syntax_error"] = ("%s: %s" % (type(e).__name__, e))[:500]
+        return None
+
+
 def _serve_call(cfg, src, proto):
     """Load the program as a module, then answer ``call`` requests with plain-data results."""
     mod = types.ModuleType(cfg.get("module_name", "solution"))
@@ -249,11 +258,7 @@ def _serve_call(cfg, src, proto):
     mod.__file__ = cfg["main"]
     sys.modules[mod.__name__] = mod
     hello = {"ready": True}
-    try:
-        code = compile(src, cfg["main"], "exec")
-    except (SyntaxError, ValueError) as e:
-        hello["syntax_error"] = ("%s: %s" % (type(e).__name__, e))[:500]
-        code = None
+    code = _compile(src, cfg["main"], hello)
     if code is not None:
         try:
             exec(code, mod.__dict__)
@@ -297,11 +302,7 @@ def _resolve(mod, name):
 def _serve_stdio(cfg, src, proto):
     """Answer ``stdio`` requests: run the program in a forked child on the given stdin."""
     hello = {"ready": True}
-    try:
-        code = compile(src, cfg["main"], "exec")
-    except (SyntaxError, ValueError) as e:
-        hello["syntax_error"] = ("%s: %s" % (type(e).__name__, e))[:500]
-        code = None
+    code = _compile(src, cfg["main"], hello)
     proto.send(hello)
     work = os.path.join(cfg["cwd"], ".run")
     os.makedirs(work, exist_ok=True)

@@ -8,23 +8,24 @@ in-training validation (logged as ``val-core/{data_source}/acc/mean@n`` and ``..
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from typing import Sequence
 
 from prorl.algo.passk import default_ks, maj_at_k, pass_at_k_per_prompt
 from prorl.data.dataset import Example
 from prorl.verifiers.base import strip_thinking
-
-_BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
+from prorl.verifiers.logic import extract_answer as extract_tagged_answer
+from prorl.verifiers.math import last_boxed
 
 
 def extract_answer(text: str) -> str | None:
-    """A comparable final answer for maj@k: last \\boxed{} or <answer> tag, whitespace-normalised."""
+    """A comparable final answer for maj@k: the last \\boxed{} (as the math verifier reads it), else
+    the last <answer> tag (as the logic verifier reads it), whitespace-normalised."""
     text = strip_thinking(text)
-    found = _BOXED.findall(text) or _ANSWER_TAG.findall(text)
-    return " ".join(found[-1].split()) if found else None
+    found = last_boxed(text)[0]
+    if found is None:
+        found = extract_tagged_answer(text)
+    return " ".join(found.split()) if found is not None else None
 
 
 def evaluate(

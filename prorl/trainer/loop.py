@@ -190,15 +190,19 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         logger.event(step, "reset", cause, reference=cfg.reset.reset_reference, optimizer=cfg.reset.reset_optimizer)
         log(f"step {step}: RESET ({cause})")
 
+    def save(step: int, *, keep: int) -> Path:
+        """Checkpoint the policy, optimizer, data position and trainer state; the best one is kept."""
+        state["sampler"] = sampler.state_dict()
+        return ckpt.save_checkpoint(run_dir, step, model=model, tokenizer=tokenizer, optimizer=optimizer,
+                                    trainer_state={k: v for k, v in state.items() if k != "step"},
+                                    reference=reference if state.get("reference_reset") else None, keep=keep,
+                                    protect=(state["best_ckpt_step"],) if state.get("best_ckpt") else ())
+
     results: dict = {}
     if start_step == 0 and cfg.validation.at_start and cfg.validation.every and val_ex:
         results = validate(0)
         if cfg.reset.rollback_to_best:  # the initial policy may turn out to be the best one
-            state["sampler"] = sampler.state_dict()
-            state["best_ckpt_step"] = 0
-            state["best_ckpt"] = str(ckpt.save_checkpoint(
-                run_dir, 0, model=model, tokenizer=tokenizer, optimizer=optimizer,
-                trainer_state={k: v for k, v in state.items() if k != "step"}, keep=cfg.trainer.keep_checkpoints + 1))
+            state["best_ckpt"], state["best_ckpt_step"] = str(save(0, keep=cfg.trainer.keep_checkpoints + 1)), 0
     from tqdm import tqdm
 
     t_start = time.perf_counter()
@@ -210,7 +214,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         new_stage = stage_index(base_cfg, step, state)
         if base_cfg.stages and new_stage != state["stage"]:
             state["stage"] = new_stage
-            cfg = _enter_stage(base_cfg, new_stage, optimizer, sampler, logger, step, log)
+            cfg = _enter_stage(base_cfg, new_stage, sampler, logger, step, log)
             if base_cfg.stages[new_stage].reset_on_enter:
                 do_reset(step, f"stage {base_cfg.stages[new_stage].name or new_stage} starts")
         # ---- resets: on demand (file or SIGUSR1), scheduled, automatic
@@ -235,7 +239,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
                 st = base_cfg.stages[state["stage"]] if base_cfg.stages else None
                 if st is not None and st.until_trigger and state["stage"] < len(base_cfg.stages) - 1:
                     state["stage"] += 1
-                    cfg = _enter_stage(base_cfg, state["stage"], optimizer, sampler, logger, step, log)
+                    cfg = _enter_stage(base_cfg, state["stage"], sampler, logger, step, log)
                 do_reset(step, decision.cause)
 
         # ---- rollout + verify + dynamic-sampling filter
@@ -296,14 +300,8 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         if val_ex and cfg.validation.every and (step % cfg.validation.every == 0 or last or out_of_time):
             results = validate(step)
         if (cfg.trainer.save_every and step % cfg.trainer.save_every == 0) or last or out_of_time:
-            state["sampler"] = sampler.state_dict()
-            is_best = state["best_step"] == step
-            path = ckpt.save_checkpoint(run_dir, step, model=model, tokenizer=tokenizer, optimizer=optimizer,
-                                        trainer_state={k: v for k, v in state.items() if k != "step"},
-                                        reference=reference if state.get("reference_reset") else None,
-                                        keep=cfg.trainer.keep_checkpoints,
-                                        protect=(state["best_ckpt_step"],) if state.get("best_ckpt") else ())
-            if is_best:
+            path = save(step, keep=cfg.trainer.keep_checkpoints)
+            if state["best_step"] == step:
                 state["best_ckpt"], state["best_ckpt_step"] = str(path), step
         if out_of_time:
             log(f"trainer.max_minutes={base_cfg.trainer.max_minutes} reached at step {step}; stopping")
@@ -331,7 +329,7 @@ def _set_lr(optimizer, cfg: Config, step: int) -> None:
         g["lr"] = lr
 
 
-def _enter_stage(base_cfg: Config, idx: int, optimizer, sampler, logger, step: int, log) -> Config:
+def _enter_stage(base_cfg: Config, idx: int, sampler, logger, step: int, log) -> Config:
     stage = base_cfg.stages[idx]
     cfg = apply_overrides(base_cfg, stage.overrides)
     sampler.set_weights(cfg.data.domain_weights)

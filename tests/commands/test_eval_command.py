@@ -45,3 +45,12 @@ def test_eval_reads_raw_benchmark_files():
 def test_eval_rejects_missing_dataset(tmp_path, capsys):
     assert main(["eval", "builtin:tiny", str(tmp_path / "nope.jsonl")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_maj_answers_use_the_verifiers_extractors():
+    from prorl.trainer.evaluate import extract_answer
+
+    assert extract_answer("so \\boxed{\\frac{1}{\\sqrt{2}}} done") == "\\frac{1}{\\sqrt{2}}"  # nested braces
+    assert extract_answer("<think>\\boxed{1}</think> <answer> 4  5 </answer>") == "4 5"
+    assert extract_answer("\\boxed{3} then \\boxed{4") is None  # an unclosed last box is no answer
+    assert extract_answer("no answer here") is None
