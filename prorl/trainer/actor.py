@@ -28,6 +28,11 @@ def batch_logprobs(model, batch: PackedBatch, micro_batch_size: int, temperature
     return torch.cat(out)
 
 
+def _agg_count(mask: torch.Tensor, agg_mode: str) -> torch.Tensor:
+    """What the aggregation divides by: counted tokens (token-mean) or sequences with any token."""
+    return mask.sum() if agg_mode == "token-mean" else (mask.sum(-1) > 0).sum().float()
+
+
 def update_actor(
     model,
     optimizer: torch.optim.Optimizer,
@@ -50,7 +55,6 @@ def update_actor(
     grad_clip: float,
     temperature: float,
     rng: random.Random,
-    lr_scheduler=None,
 ) -> dict[str, float]:
     """Run ``epochs`` passes of mini-batch updates over the batch; returns verl-named metrics.
 
@@ -66,16 +70,12 @@ def update_actor(
         for mb_start in range(0, num_groups, mini_batch_groups):
             groups = order[mb_start:mb_start + mini_batch_groups]
             idx = torch.tensor([g * group_size + j for g in groups for j in range(group_size)], device=loss_mask.device)
-            mb_mask = loss_mask[idx]
-            if agg_mode == "token-mean":
-                total = mb_mask.sum().clamp(min=1.0)
-            else:
-                total = (mb_mask.sum(-1) > 0).sum().clamp(min=1).float()
+            total = _agg_count(loss_mask[idx], agg_mode).clamp(min=1.0)
             optimizer.zero_grad(set_to_none=True)
             for s in range(0, len(idx), micro_batch_size):
                 sub = idx[s:s + micro_batch_size]
                 mask = loss_mask[sub]
-                weight = (mask.sum() if agg_mode == "token-mean" else (mask.sum(-1) > 0).sum().float()) / total
+                weight = _agg_count(mask, agg_mode) / total
                 if weight.item() == 0:
                     continue
                 logp, ent = response_logprobs(model, batch.input_ids[sub], batch.attention_mask[sub],
@@ -102,7 +102,5 @@ def update_actor(
                 optimizer.step()
             else:
                 stats["actor/nonfinite_grad_skips"].append(1.0)
-            if lr_scheduler is not None:
-                lr_scheduler.step()
             stats["actor/grad_norm"].append(float(grad_norm))
     return {k: sum(v) / len(v) for k, v in stats.items() if v}
