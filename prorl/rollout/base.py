@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import torch
 
@@ -15,6 +15,7 @@ class Completion:
 
     token_ids: list[int]
     truncated: bool
+    logprobs: list[float] | None = None  # the sampler's log-prob of each token (engines that report them)
 
 
 class RolloutEngine(Protocol):
@@ -30,8 +31,17 @@ class RolloutEngine(Protocol):
         """``n`` completions for each prompt (token ids), grouped by prompt."""
         ...
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Make the engine sample from ``model``'s current weights."""
+    def load_weights(self, named_weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Make the engine sample from these weights: (HF parameter name, full tensor) pairs,
+        streamed one at a time (under FSDP2 each is gathered in turn)."""
+        ...
+
+    def sleep(self) -> None:
+        """Release generation memory (KV cache) while the trainer updates; no-op where none is held."""
+        ...
+
+    def wake_up(self) -> None:
+        """Undo :meth:`sleep` before the next generation."""
         ...
 
 
