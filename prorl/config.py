@@ -53,12 +53,21 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: str = f("hf", "rollout engine: hf (transformers generate); vLLM is not implemented yet", choices=("hf",))
+    engine: str = f("hf", "rollout engine: hf (transformers generate, no extra install) | vllm (colocated vLLM in the "
+                    "trainer's process; needs `bash scripts/install.sh --vllm`)", choices=("hf", "vllm"))
     n: int = f(16, "responses sampled per prompt (GRPO group size)")
     temperature: float = f(1.2, "sampling temperature for training rollouts")
     top_p: float = f(1.0, "nucleus sampling for training rollouts")
     max_response_length: int = f(8192, "max new tokens per response; longer ones are truncated")
     max_batch_size: int = f(256, "sequences per generate call (hf engine)")
+    gpu_memory_utilization: float = f(0.5, "vllm on GPU: fraction of GPU memory vLLM may take (weights + KV cache); the "
+                                      "rest stays for training, which runs in the same process")
+    tensor_parallel_size: int = f(1, "vllm: GPUs one engine shards the model over (1 on CPU)")
+    cpu_kv_cache_gib: float = f(1.0, "vllm on CPU: GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE)")
+    max_model_len: int = f(0, "vllm: longest prompt + response it can hold (0 = vLLM's default, the model's context length)")
+    enforce_eager: bool = f(True, "vllm: no CUDA graphs / torch.compile (fast start-up; set false for long GPU runs)")
+    sleep_level: int = f(1, "vllm sleep between generations: 1 frees the KV cache and offloads weights, 2 also drops "
+                         "the weights (they are reloaded by the weight sync anyway)", choices=(1, 2))
 
 
 @dataclass
@@ -72,6 +81,17 @@ class AlgoConfig:
     entropy_coef: float = f(0.0, "entropy bonus coefficient (0 = off, as in ProRL)")
     dynamic_sampling: bool = f(True, "DAPO: drop groups whose rewards are all equal and refill the batch")
     max_gen_rounds: int = f(8, "dynamic sampling: max generation rounds per step before training on what there is")
+    rollout_correction: str = f("none", "rollout/training mismatch correction from the engine's sampling log-probs: none | "
+                                "tis (token weight min(ratio, rollout_corr_tis_cap)) | mis_token (ICE-POP: drop tokens whose "
+                                "ratio leaves [rollout_corr_low, rollout_corr_high]) | mis_seq (drop whole sequences by "
+                                "their ratio product) | geo_seq (drop sequences by their geometric-mean ratio; use tight "
+                                "bounds such as [0.99, 1.01]); ratio = pi_train / pi_rollout; needs rollout.engine=vllm",
+                                choices=("none", "tis", "mis_token", "mis_seq", "geo_seq"))
+    rollout_corr_tis_cap: float = f(2.0, "tis: the cap C of the token importance weight")
+    rollout_corr_low: float = f(0.5, "mis_token / mis_seq / geo_seq: lowest kept ratio (ICE-POP: 0.5)")
+    rollout_corr_high: float = f(5.0, "mis_token / mis_seq / geo_seq: highest kept ratio (ICE-POP: 5)")
+    use_rollout_logprobs_as_old: bool = f(False, "use the engine's sampling log-probs as the old log-probs of the PPO "
+                                          "ratio (skips the trainer's old-log-prob pass); needs rollout.engine=vllm")
 
 
 @dataclass
@@ -172,7 +192,10 @@ BUILTIN_PRESET = Path(__file__).parent / "configs" / "tiny.yaml"
 # settings a stage may not override: the datasets and the model are loaded once per run
 FIXED_FOR_THE_RUN = {"data.train_files", "data.val_files", "data.builtin_tasks", "data.builtin_train_size",
                      "data.builtin_val_size", "data.max_prompt_length", "data.val_max_prompts", "model.path",
-                     "model.dtype", "trainer.run_dir", "trainer.seed", "rollout.engine"}
+                     "model.dtype", "trainer.run_dir", "trainer.seed", "rollout.engine",
+                     # the vLLM engine is built once per run
+                     "rollout.gpu_memory_utilization", "rollout.tensor_parallel_size", "rollout.cpu_kv_cache_gib",
+                     "rollout.max_model_len", "rollout.enforce_eager"}
 
 
 # --------------------------------------------------------------------------- type checking
@@ -324,6 +347,15 @@ def validate(cfg: Config) -> None:
         (t.eps_low < 1, "algo.eps_low must be < 1 (the ratio is clipped at 1 - eps_low)"),
         (t.kl_coef >= 0, "algo.kl_coef must be >= 0"),
         (t.max_gen_rounds >= 1, "algo.max_gen_rounds must be >= 1"),
+        (r.engine == "vllm" or (t.rollout_correction == "none" and not t.use_rollout_logprobs_as_old),
+         "algo.rollout_correction and algo.use_rollout_logprobs_as_old need the engine's sampling log-probs: "
+         "set rollout.engine=vllm"),
+        (t.rollout_corr_tis_cap > 0, "algo.rollout_corr_tis_cap must be > 0"),
+        (0 <= t.rollout_corr_low < t.rollout_corr_high, "algo.rollout_corr_low must be >= 0 and < algo.rollout_corr_high"),
+        (0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization must be in (0, 1]"),
+        (r.tensor_parallel_size >= 1, "rollout.tensor_parallel_size must be >= 1"),
+        (r.cpu_kv_cache_gib > 0, "rollout.cpu_kv_cache_gib must be > 0"),
+        (r.max_model_len >= 0, "rollout.max_model_len must be >= 0"),
         (a.lr > 0, "actor.lr must be > 0"),
         (len(a.betas) == 2 and all(0 <= b < 1 for b in a.betas), "actor.betas must be two numbers in [0, 1)"),
         (a.train_batch_size >= 1 and a.ppo_mini_batch_size >= 1 and a.micro_batch_size >= 1, "batch sizes must be >= 1"),

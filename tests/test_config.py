@@ -415,6 +415,18 @@ def test_stage_cannot_change_the_dataset_or_the_model():
         load_config(None, ["stages=[{name: a, until_step: 5}, {name: b, overrides: {data.train_files: [x.jsonl]}}]"])
 
 
-def test_unimplemented_rollout_engine_is_rejected():
-    with pytest.raises(ConfigError, match="rollout.engine: 'vllm' is not one of hf"):
-        load_config(None, ["rollout.engine=vllm"])
+def test_rollout_engine_choice_and_mismatch_correction_keys():
+    cfg = load_config(None, ["rollout.engine=vllm", "algo.rollout_correction=mis_token", "algo.use_rollout_logprobs_as_old=true"])
+    assert cfg.rollout.engine == "vllm" and cfg.algo.rollout_correction == "mis_token"
+    assert (cfg.algo.rollout_corr_low, cfg.algo.rollout_corr_high) == (0.5, 5.0)  # ICE-POP's range
+    with pytest.raises(ConfigError, match="rollout.engine: 'sglang' is not one of hf, vllm"):
+        load_config(None, ["rollout.engine=sglang"])
+    with pytest.raises(ConfigError, match="algo.rollout_correction: 'ppo' is not one of"):
+        load_config(None, ["rollout.engine=vllm", "algo.rollout_correction=ppo"])
+    for bad in (["algo.rollout_correction=tis"], ["algo.use_rollout_logprobs_as_old=true"]):  # hf reports no log-probs
+        with pytest.raises(ConfigError, match="set rollout.engine=vllm"):
+            load_config(None, bad)
+    with pytest.raises(ConfigError, match="rollout_corr_low must be >= 0 and < algo.rollout_corr_high"):
+        load_config(None, ["rollout.engine=vllm", "algo.rollout_corr_low=2", "algo.rollout_corr_high=1"])
+    with pytest.raises(ConfigError, match="rollout.gpu_memory_utilization is fixed for the whole run"):
+        load_config(None, ["stages=[{name: a, until_step: 5}, {name: b, overrides: {rollout.gpu_memory_utilization: 0.9}}]"])
