@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -10,7 +10,9 @@ from prorl.rollout.base import Completion
 
 
 class HFRolloutEngine:
-    """Samples from the policy module itself, so ``sync_weights`` has nothing to copy."""
+    """Samples with ``model.generate``. Built by :func:`prorl.rollout.make_engine` it owns its own
+    copy of the model, which :meth:`load_weights` updates; the older ``sync_weights(model)`` makes
+    it sample from the trainer's module itself instead."""
 
     def __init__(self, model, *, eos_token_id: int | Sequence[int], pad_token_id: int, max_batch_size: int = 256):
         self.model = model
@@ -20,6 +22,22 @@ class HFRolloutEngine:
 
     def sync_weights(self, model) -> None:
         self.model = model
+
+    @torch.no_grad()
+    def load_weights(self, named_weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy (HF name, full tensor) pairs into this engine's own module, in place (a tied
+        ``lm_head.weight`` lands in the shared embedding). Unknown names are an error."""
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        for name, tensor in named_weights:
+            if name not in params:
+                raise KeyError(f"load_weights: the rollout model has no parameter {name!r}")
+            params[name].copy_(tensor.detach())
+
+    def sleep(self) -> None:
+        """Nothing to free: generate allocates its KV cache per call."""
+
+    def wake_up(self) -> None:
+        """Nothing to restore (see :meth:`sleep`)."""
 
     @torch.no_grad()
     def generate(self, prompts, *, n: int, temperature: float, top_p: float, max_new_tokens: int,
