@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="verifier worker processes")
     p.add_argument("--timeout", type=float, default=10.0, help="per-verification limit, seconds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", choices=("hf", "vllm"), default="hf",
+                   help="rollout engine, as rollout.engine (vllm: `bash scripts/install.sh --vllm`)")
     p.add_argument("-o", "--output", help="JSON results file (default: print only)")
 
 
@@ -65,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from prorl.data.dataset import DataError, build_examples
-    from prorl.models.policy import load_policy
+    from transformers import AutoTokenizer
+
+    from prorl.config import RolloutConfig
     from prorl.rewards.scorer import RewardScorer
-    from prorl.rollout.hf import HFRolloutEngine
+    from prorl.rollout import make_engine
     from prorl.trainer.evaluate import evaluate
     from prorl.trainer.loop import resolve_model_path
 
@@ -81,9 +85,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"prorl eval: {e}", file=sys.stderr)
         return 2
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tok = load_policy(resolve_model_path(args.model), device=device)
+    path = resolve_model_path(args.model)
+    tok = AutoTokenizer.from_pretrained(path)
     examples, dropped = build_examples(rows, tok, max_prompt_length=10**9)
-    engine = HFRolloutEngine(model, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    engine = make_engine(RolloutConfig(engine=args.engine), path, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                         seed=args.seed, device=device)
     with RewardScorer(num_workers=args.workers, timeout_s=args.timeout) as scorer:
         results = evaluate(engine, tok, scorer, examples, n=args.samples, temperature=args.temperature,
                            top_p=args.top_p, max_new_tokens=args.max_new_tokens, progress=True)

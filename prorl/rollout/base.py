@@ -80,3 +80,18 @@ def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], p
             attn[i, P:P + len(r)] = 1
             rmask[i, :len(r)] = 1.0
     return PackedBatch(ids, attn, rmask, R)
+
+
+def pack_logprobs(logprobs: Sequence[Sequence[float] | None], response_len: int) -> torch.Tensor | None:
+    """The engine's per-token sampling log-probs in :func:`pack`'s response layout, right-padded
+    with 0 to ``response_len`` (the packed batch's ``R``); ``None`` when any completion has none
+    (an engine that does not report them). # -> [B, R]"""
+    if any(lp is None for lp in logprobs):
+        return None
+    out = torch.zeros((len(logprobs), response_len), dtype=torch.float32)
+    for i, lp in enumerate(logprobs):
+        if len(lp) > response_len:
+            raise ValueError(f"completion {i} has {len(lp)} log-probs for a response length of {response_len}")
+        if len(lp):
+            out[i, :len(lp)] = torch.tensor(list(lp), dtype=torch.float32)
+    return out

@@ -59,3 +59,16 @@ def test_select_and_errors():
     assert torch.equal(sub.response_mask, pb.response_mask[[2, 0]])
     with pytest.raises(ValueError):
         pack([[1]], [[2], [3]], PAD)
+
+
+def test_pack_logprobs_aligns_with_the_response_layout():
+    from prorl.rollout.base import pack_logprobs
+
+    pb = pack([[1, 2], [3]], [[4, 5, 6], [7]], PAD)
+    lp = pack_logprobs([[-0.1, -0.2, -0.3], [-1.5]], pb.response_len)  # [B, R]
+    assert torch.allclose(lp, torch.tensor([[-0.1, -0.2, -0.3], [-1.5, 0.0, 0.0]]))
+    assert torch.equal(lp != 0, pb.response_mask.bool())
+    assert pack_logprobs([[-0.1], None], 3) is None  # the HF engine reports none
+    assert pack_logprobs([[], [-1.0]], 1).tolist() == [[0.0], [-1.0]]
+    with pytest.raises(ValueError, match="2 log-probs for a response length of 1"):
+        pack_logprobs([[-1.0, -2.0]], 1)

@@ -188,3 +188,17 @@ def test_sleep_wake_and_sync_while_asleep(engine, policy, prompts):
     ours, theirs = trainer_logprobs(policy[0], prompts, groups, 1.0)
     assert (ours - theirs).abs().max().item() < TOL
     assert all(math.isfinite(x) for x in theirs.tolist())
+
+
+def test_eval_command_with_the_vllm_engine(tmp_path):
+    """Last in the module: the command's engine is destroyed when it returns, which tears down
+    vLLM's process-wide state that the module's engine also uses."""
+    import json
+
+    from prorl.cli import main
+
+    out = tmp_path / "eval.json"
+    assert main(["eval", "builtin:tiny", "builtin:add", "-k", "4", "--max-prompts", "8", "--max-new-tokens", "16",
+                 "--engine", "vllm", "-o", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]["builtin/add"]
+    assert res["num_prompts"] == 8 and 0.0 < res["pass@1"] < 1.0  # the warm start is right sometimes
