@@ -62,7 +62,8 @@ class RolloutConfig:
     max_batch_size: int = f(256, "sequences per generate call (hf engine)")
     gpu_memory_utilization: float = f(0.5, "vllm on GPU: fraction of GPU memory vLLM may take (weights + KV cache); the "
                                       "rest stays for training, which runs in the same process")
-    tensor_parallel_size: int = f(1, "vllm: GPUs one engine shards the model over (1 on CPU)")
+    tensor_parallel_size: int = f(1, "vllm: GPUs one engine shards the model over (1 on CPU; > 1 is untested: vLLM then "
+                                  "runs its workers in other processes)")
     cpu_kv_cache_gib: float = f(1.0, "vllm on CPU: GiB of memory for the KV cache (VLLM_CPU_KVCACHE_SPACE)")
     max_model_len: int = f(0, "vllm: longest prompt + response it can hold (0 = vLLM's default, the model's context length)")
     enforce_eager: bool = f(True, "vllm: no CUDA graphs / torch.compile (fast start-up; set false for long GPU runs)")
