@@ -36,6 +36,7 @@ class ModelConfig:
     path: str = f("builtin:tiny", "HF hub name or local directory of the policy; 'builtin:tiny' is the shipped tiny warm start")
     dtype: str = f("float32", "parameter dtype: float32 | bfloat16 | float16", choices=("float32", "bfloat16", "float16"))
     gradient_checkpointing: bool = f(False, "recompute activations in the backward pass to save memory")
+    fsdp_mixed_precision: bool = f(True, "under torchrun on GPUs: FSDP2 computes in bf16 and reduces gradients in fp32 (CPU: fp32)")
 
 
 @dataclass

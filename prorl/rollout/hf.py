@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -10,7 +10,8 @@ from prorl.rollout.base import Completion
 
 
 class HFRolloutEngine:
-    """Samples from the policy module itself, so ``sync_weights`` has nothing to copy."""
+    """Samples with ``model.generate`` from its own copy of the policy (an unsharded module, so
+    ranks can stop at different lengths), refreshed by :meth:`load_weights` after each update."""
 
     def __init__(self, model, *, eos_token_id: int | Sequence[int], pad_token_id: int, max_batch_size: int = 256):
         self.model = model
@@ -18,8 +19,17 @@ class HFRolloutEngine:
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
 
-    def sync_weights(self, model) -> None:
-        self.model = model
+    @torch.no_grad()
+    def load_weights(self, named_weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        params = dict(self.model.named_parameters())
+        for name, tensor in named_weights:
+            params[name].copy_(tensor)
+
+    def sleep(self) -> None:
+        """Nothing to release: the HF engine holds no KV cache between calls."""
+
+    def wake_up(self) -> None:
+        """See :meth:`sleep`."""
 
     @torch.no_grad()
     def generate(self, prompts, *, n: int, temperature: float, top_p: float, max_new_tokens: int,

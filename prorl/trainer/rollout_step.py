@@ -10,6 +10,7 @@ import torch
 from prorl.algo.core import filter_groups, overlong_penalty
 from prorl.data.dataset import Example, PromptSampler
 from prorl.rollout.base import Completion
+from prorl.trainer.distributed import World, all_gather
 
 
 @dataclass
@@ -38,8 +39,13 @@ def shape_rewards(scores: list[float], lengths: list[int], truncated: list[bool]
 
 def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: int, n: int, temperature: float,
             top_p: float, max_new_tokens: int, dynamic_sampling: bool, max_rounds: int,
-            shaping: dict) -> StepExperience:
-    """Sample groups until ``num_prompts`` informative groups are kept (or ``max_rounds`` is hit)."""
+            shaping: dict, world: World = World()) -> StepExperience:
+    """Sample groups until ``num_prompts`` informative groups are kept (or ``max_rounds`` is hit).
+
+    Under torchrun ``num_prompts`` is this rank's share: every round the ranks exchange how many
+    prompts each still needs and all draw the same prompts from their (identical) samplers, each
+    keeping its own slice, so the samplers never diverge and no prompt is used twice.
+    """
     kept: list[Group] = []
     m: dict[str, float] = {"dynamic_sampling/rounds": 0, "dynamic_sampling/generated_groups": 0,
                            "dynamic_sampling/dropped_all_correct": 0, "dynamic_sampling/dropped_all_wrong": 0,
@@ -48,10 +54,15 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
     by_source: dict[str, list[float]] = {}
     t_gen = t_rew = 0.0
     rounds = 0
-    while len(kept) < num_prompts and rounds < max_rounds:
+    while rounds < max_rounds:
+        needs = all_gather(world, num_prompts - len(kept))
+        if max(needs) == 0:
+            break
         rounds += 1
-        need = num_prompts - len(kept)
-        examples = sampler.take(need)
+        drawn = sampler.take(sum(needs))
+        examples = drawn[sum(needs[:world.rank]):sum(needs[:world.rank + 1])]
+        if not examples:
+            continue
         t0 = time.perf_counter()
         groups = engine.generate([ex.prompt_ids for ex in examples], n=n, temperature=temperature,
                                  top_p=top_p, max_new_tokens=max_new_tokens)
