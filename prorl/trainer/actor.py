@@ -116,7 +116,7 @@ class Actor:
         timing["timing_s/old_log_prob"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         self.model.train()
-        stats: dict[str, list[float]] = defaultdict(list)
+        stats: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # name -> [weighted sum, weight]
         gs = batch.group_size
         per_mini = -(-batch.num_groups // num_mini)
         for _ in range(actor.ppo_epochs):
@@ -132,6 +132,8 @@ class Actor:
 
     def _mini_batch_step(self, batch: TrainBatch, idx: torch.Tensor, old_logp, ref_logp, algo: AlgoConfig,
                          actor: ActorConfig, stats: dict[str, list[float]]) -> None:
+        """One optimizer step. Metrics are weighted by each micro-batch's share of the global count,
+        so they are the mini-batch's aggregate whatever the micro-batching or world size."""
         local = float(agg_count(batch.loss_mask[idx], algo.loss_agg_mode)) if len(idx) else 0.0
         total = max(1.0, D.all_reduce(self.world, local))
         self.optimizer.zero_grad(set_to_none=True)
@@ -158,23 +160,23 @@ class Actor:
             if ref_logp is not None:
                 kl = aggregate_loss(kl_penalty(logp, ref_logp[sub], algo.kl_estimator), mask, algo.loss_agg_mode)
                 loss = loss + algo.kl_coef * kl
-                stats["actor/kl_loss"].append(kl.item())
+                _add(stats, "actor/kl_loss", kl.item(), weight)
             ent_mean = aggregate_loss(ent, mask, algo.loss_agg_mode)
             if algo.entropy_coef:
                 loss = loss - algo.entropy_coef * ent_mean
             (loss * weight).backward()  # FSDP averages gradients over ranks; `weight` undoes that
-            stats["actor/pg_loss"].append(pl.loss.item())
-            stats["actor/pg_clipfrac"].append(pl.clipfrac.item())
-            stats["actor/pg_clipfrac_higher"].append(pl.clipfrac_high.item())
-            stats["actor/pg_clipfrac_lower"].append(pl.clipfrac_lower.item())
-            stats["actor/ppo_kl"].append(pl.approx_kl.item())
-            stats["actor/entropy"].append(masked_mean(ent.detach(), mask).item())
+            _add(stats, "actor/pg_loss", pl.loss.item(), weight)
+            _add(stats, "actor/pg_clipfrac", pl.clipfrac.item(), weight)
+            _add(stats, "actor/pg_clipfrac_higher", pl.clipfrac_high.item(), weight)
+            _add(stats, "actor/pg_clipfrac_lower", pl.clipfrac_lower.item(), weight)
+            _add(stats, "actor/ppo_kl", pl.approx_kl.item(), weight)
+            _add(stats, "actor/entropy", masked_mean(ent.detach(), mask).item(), weight)
         grad_norm = self._clip_grad_norm(actor.grad_clip)
         if torch.isfinite(grad_norm):
             self.optimizer.step()
         else:
-            stats["actor/nonfinite_grad_skips"].append(1.0)
-        stats["actor/grad_norm"].append(float(grad_norm))
+            _add(stats, "actor/nonfinite_grad_skips", 1.0, 1.0 / self.world.world_size)
+        _add(stats, "actor/grad_norm", float(grad_norm), 1.0 / self.world.world_size)  # global: same on every rank
 
     def _clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -196,15 +198,13 @@ class Actor:
                            torch.zeros(1, 1, device=dev), 1)
 
     def _mean_over_ranks(self, stats: dict[str, list[float]]) -> dict[str, float]:
+        """Weighted means over micro-batches, ranks and mini-batches."""
         sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        for part in D.all_gather(self.world, {k: (sum(v), len(v)) for k, v in stats.items()}):
-            for k, (s, c) in part.items():
+        for part in D.all_gather(self.world, dict(stats)):
+            for k, (s, w) in part.items():
                 sums[k][0] += s
-                sums[k][1] += c
-        out = {k: s / c for k, (s, c) in sums.items() if c}
-        if "actor/grad_norm" in out:  # the same global norm on every rank
-            out["actor/grad_norm"] = sum(stats["actor/grad_norm"]) / max(1, len(stats["actor/grad_norm"]))
-        return out
+                sums[k][1] += w
+        return {k: s / w for k, (s, w) in sums.items() if w}
 
     # ------------------------------------------------------------------ control
     @property
@@ -272,6 +272,11 @@ class Actor:
         with _quiet_single_process_dcp():
             dcp.load(state, checkpoint_id=str(directory), no_dist=not self.world.distributed)
         set_optimizer_state_dict(self.model, self.optimizer, state["optim"])
+
+
+def _add(stats: dict[str, list[float]], name: str, value: float, weight: float) -> None:
+    stats[name][0] += value * weight
+    stats[name][1] += weight
 
 
 @contextlib.contextmanager
