@@ -45,25 +45,44 @@ def read_rows(path: str | Path) -> list[dict]:
         except Exception as e:
             raise DataError(f"{p}: cannot read parquet: {e}") from e
     if p.suffix in (".jsonl", ".json"):
-        text = p.read_text(encoding="utf-8")
-        if p.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
+        if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+            data = data[3:]
+        if p.suffix == ".json" and data.lstrip().startswith(b"["):
             try:
-                rows = json.loads(text)
+                rows = json.loads(_decode(data, p))
             except json.JSONDecodeError as e:
                 raise DataError(f"{p}: invalid JSON array (line {e.lineno}: {e.msg})") from None
             if not isinstance(rows, list):
                 raise DataError(f"{p}: a .json file must hold an array of rows")
             return rows
         rows = []
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
+        # split on b"\n" only: str.splitlines() would also cut rows at U+2028 etc. inside JSON strings
+        for i, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
                 continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{p}: row {i}: not UTF-8 text (byte {e.start + 1} of the line: {e.reason})") from None
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise DataError(f"{p}: row {i}: invalid JSON ({e.msg})") from None
         return rows
     raise DataError(f"{p}: unsupported file type {p.suffix!r} (use .parquet or .jsonl)")
+
+
+def _decode(data: bytes, p: Path) -> str:
+    """``data`` as UTF-8 text; undecodable bytes raise ``DataError`` naming the 1-based line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{p}: line {line}: not UTF-8 text ({e.reason})") from None
 
 
 def validate_row(row: Any) -> None:
@@ -97,10 +116,15 @@ def validate_row(row: Any) -> None:
 
 
 def load_rows(paths: Iterable[str | Path]) -> list[dict]:
-    """Read and validate every row of every file; errors name the file and the 1-based row."""
+    """Read and validate every row of every file; errors name the file and the 1-based row.
+
+    A file without rows is an error too (an empty training or validation file is a mistake)."""
     rows: list[dict] = []
     for path in paths:
-        for i, row in enumerate(read_rows(path), start=1):
+        file_rows = read_rows(path)
+        if not file_rows:
+            raise DataError(f"{path}: the file holds no rows")
+        for i, row in enumerate(file_rows, start=1):
             try:
                 validate_row(row)
             except DataError as e:
