@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from prorl.data import reasoning_gym_tasks as rg
-from prorl.data.io import read_rows, write_rows
+from prorl.data.dataset import read_rows
+from prorl.data.io import write_rows
 from prorl.verifiers.base import Status, verify_one
 from prorl.verifiers import reasoning_gym_entry as rge
 from prorl.verifiers.answer_tags import extract_answer
@@ -154,7 +155,7 @@ def test_parquet_round_trip_and_fresh_worker_process(rows, tmp_path):
     (tmp_path / "responses.json").write_text(json.dumps(responses))
     script = (
         "import json, sys\n"
-        "from prorl.data.io import read_rows\n"
+        "from prorl.data.dataset import read_rows\n"
         "from prorl.verifiers.base import verify_one\n"
         "rows = read_rows(sys.argv[1]); resp = json.load(open(sys.argv[2]))\n"
         "print(json.dumps([verify_one(r['data_source'], r['ability'], x, r['reward_model']['ground_truth'],"
