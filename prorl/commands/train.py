@@ -16,7 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from prorl.config import ConfigError, describe_fields, load_config
-    from prorl.data.dataset import DataError
 
     if args.help_config:
         for key, default, doc in describe_fields():
@@ -34,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"prorl train: config error: {e}", file=sys.stderr)
         return 2
-    except DataError as e:
-        print(f"prorl train: data error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        from prorl.data.dataset import DataError
+
+        if isinstance(e, DataError):
+            print(f"prorl train: data error: {e}", file=sys.stderr)
+            return 2
+        raise
     return 0

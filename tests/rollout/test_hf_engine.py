@@ -119,7 +119,7 @@ def _grouping_script(num_prompts: int, n: int) -> tuple[list[list[int]], dict]:
 @pytest.mark.parametrize("num_prompts, n, max_batch_size, chunk_sizes", [
     (5, 2, 4, [2, 2, 1]),  # 2 prompts (4 sequences) per generate call
     (5, 3, 256, [5]),  # everything in one call
-    (3, 4, 2, [1, 1, 1]),  # max_batch_size < n: still one prompt per call
+    (3, 4, 4, [1, 1, 1]),  # max_batch_size == n: one prompt per call
     (4, 1, 3, [3, 1]),
 ])
 def test_grouped_by_prompt_in_order_across_chunks(num_prompts, n, max_batch_size, chunk_sizes):
