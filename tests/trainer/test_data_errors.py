@@ -115,3 +115,14 @@ def test_cli_empty_validation_file_is_named(tmp_path, capsys):
     line = _cli_error(capsys, ["train", f"data.train_files=[{good}]", f"data.val_files=[{empty}]",
                                "model.path=/nonexistent/model", f"trainer.run_dir={tmp_path / 'run'}"])
     assert line == f"prorl train: data error: {empty}: the file holds no rows"
+
+
+def test_jsonl_rows_are_numbered_by_line_like_an_editor(tmp_path):
+    """Blank lines count: a schema error and a decoding error on the same line give the same row."""
+    bad_schema = json.dumps({**GOOD_ROW, "prompt": "not a list"}).encode()
+    for bad, match in [(bad_schema, "'prompt' must be"), (b'{"x": "\xff"}', "not UTF-8"), (b"{oops", "invalid JSON")]:
+        p = tmp_path / "gaps.jsonl"
+        p.write_bytes(b"\n".join([json.dumps(GOOD_ROW).encode(), b"", b"   ", bad]) + b"\n")
+        with pytest.raises(DataError, match=match) as e:
+            load_rows([p])
+        assert str(e.value).startswith(f"{p}: row 4: "), str(e.value)
