@@ -254,12 +254,34 @@ def to_dict(cfg: Any) -> dict:
 
 # --------------------------------------------------------------------------- overrides
 
+def _yaml_error(e: yaml.YAMLError, text: str) -> str:
+    """One line for a YAML error in ``text``: 1-based line and column, the problem, its context."""
+    mark = getattr(e, "problem_mark", None)
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow (no mark)
+        before = text[:e.position]
+        line, column = before.count("\n"), e.position - (before.rfind("\n") + 1)
+        char = f"U+{e.character:04X}" if isinstance(e.character, int) else repr(e.character)
+        return f"line {line + 1}, column {column + 1}: {e.reason} ({char})"
+    if mark is None:
+        return " ".join(str(e).split())
+    problem = getattr(e, "problem", None) or "invalid YAML"
+    context, ctx_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    extra = ""
+    if context:
+        extra = f" ({context}" + (f" started at line {ctx_mark.line + 1}, column {ctx_mark.column + 1}" if ctx_mark else "") + ")"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}{extra}"
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"algo.eps_high=0.28"`` -> (["algo", "eps_high"], 0.28); values are parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_error(e, raw)}); "
+                          f"quote it if it is a string") from None
     return key.strip().split("."), value
 
 
@@ -293,6 +315,23 @@ def from_dict(tree: dict) -> Config:
     return cfg
 
 
+def _read_yaml(p: Path) -> Any:
+    """The parsed YAML file ``p``; unreadable files and syntax errors become one-line ConfigErrors."""
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config file ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}: line {line} is not UTF-8 text ({e.reason})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: YAML syntax error at {_yaml_error(e, text)}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), *, preset: bool | None = None) -> Config:
     """Load YAML (or the built-in tiny preset when ``path`` is None) and apply dotted overrides."""
     tree: dict = {}
@@ -302,7 +341,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), *, pr
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file not found: {p}")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        loaded = _read_yaml(p) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")
         tree = _merge(tree, loaded)

@@ -34,6 +34,12 @@ class Example:
 
 def read_rows(path: str | Path) -> list[dict]:
     """All rows of a parquet or JSONL file (bad JSON lines raise with the line number)."""
+    return [row for _, row in numbered_rows(path)]
+
+
+def numbered_rows(path: str | Path) -> list[tuple[int, Any]]:
+    """(1-based row number, row) for every row of a file; in JSONL the number is the line number
+    (blank lines are skipped but counted), so an error points where an editor does."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: file not found")
@@ -41,29 +47,48 @@ def read_rows(path: str | Path) -> list[dict]:
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(p).to_pylist()
+            return list(enumerate(pq.read_table(p).to_pylist(), start=1))
         except Exception as e:
             raise DataError(f"{p}: cannot read parquet: {e}") from e
     if p.suffix in (".jsonl", ".json"):
-        text = p.read_text(encoding="utf-8")
-        if p.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise DataError(f"{p}: cannot read ({e.strerror or e})") from None
+        if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+            data = data[3:]
+        if p.suffix == ".json" and data.lstrip().startswith(b"["):
             try:
-                rows = json.loads(text)
+                rows = json.loads(_decode(data, p))
             except json.JSONDecodeError as e:
                 raise DataError(f"{p}: invalid JSON array (line {e.lineno}: {e.msg})") from None
             if not isinstance(rows, list):
                 raise DataError(f"{p}: a .json file must hold an array of rows")
-            return rows
-        rows = []
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
+            return list(enumerate(rows, start=1))
+        numbered = []
+        # split on b"\n" only: str.splitlines() would also cut rows at U+2028 etc. inside JSON strings
+        for i, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{p}: row {i}: not UTF-8 text (byte {e.start + 1} of the line: {e.reason})") from None
+            try:
+                numbered.append((i, json.loads(line)))
             except json.JSONDecodeError as e:
                 raise DataError(f"{p}: row {i}: invalid JSON ({e.msg})") from None
-        return rows
+        return numbered
     raise DataError(f"{p}: unsupported file type {p.suffix!r} (use .parquet or .jsonl)")
+
+
+def _decode(data: bytes, p: Path) -> str:
+    """``data`` as UTF-8 text; undecodable bytes raise ``DataError`` naming the 1-based line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{p}: line {line}: not UTF-8 text ({e.reason})") from None
 
 
 def validate_row(row: Any) -> None:
@@ -97,10 +122,14 @@ def validate_row(row: Any) -> None:
 
 
 def load_rows(paths: Iterable[str | Path]) -> list[dict]:
-    """Read and validate every row of every file; errors name the file and the 1-based row."""
+    """Read and validate every row of every file; errors name the file and the 1-based row (in
+    JSONL, the line). A file without rows is an error too (an empty training or validation file)."""
     rows: list[dict] = []
     for path in paths:
-        for i, row in enumerate(read_rows(path), start=1):
+        file_rows = numbered_rows(path)
+        if not file_rows:
+            raise DataError(f"{path}: the file holds no rows")
+        for i, row in file_rows:
             try:
                 validate_row(row)
             except DataError as e:

@@ -61,13 +61,15 @@ class HFRolloutEngine:
             temperature=None if greedy else temperature,
             top_p=None if greedy else top_p,
             top_k=None,
-            num_return_sequences=n,
+            num_return_sequences=1 if greedy else n,  # HF rejects greedy with several sequences
             max_new_tokens=max_new_tokens,
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.pad_token_id,
-        )[:, P:]  # [len(prompts) * n, <= max_new_tokens], grouped by prompt
+        )[:, P:]  # [len(prompts) * n, <= max_new_tokens], grouped by prompt (greedy: [len(prompts), ...])
         groups: list[list[Completion]] = []
         rows = seqs.tolist()
+        if greedy:  # the n greedy samples of a prompt are identical
+            rows = [row for row in rows for _ in range(n)]
         for g in range(len(prompts)):
             group = []
             for row in rows[g * n:(g + 1) * n]:

@@ -14,7 +14,7 @@ from typing import Sequence
 from prorl.algo.passk import default_ks, maj_at_k, pass_at_k_per_prompt
 from prorl.data.dataset import Example
 from prorl.verifiers.base import strip_thinking
-from prorl.verifiers.logic import extract_answer as extract_tagged_answer
+from prorl.verifiers.answer_tags import extract_answer as extract_tagged_answer
 from prorl.verifiers.math import last_boxed
 
 
