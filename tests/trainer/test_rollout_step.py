@@ -13,13 +13,15 @@ from prorl.verifiers.base import Status, Verdict
 
 def test_shape_rewards_overlong_and_truncation():
     # max_len 10, buffer 4: penalty starts after 6 tokens, -factor at 10
-    rewards, over, trunc = shape_rewards([1.0, 1.0, 0.0, 1.0], [6, 8, 10, 10], [False, False, True, False], max_len=10,
-                                         overlong_buffer_len=4, overlong_penalty_factor=1.0, truncation_penalty=0.5)
+    rewards, over, trunc, length = shape_rewards([1.0, 1.0, 0.0, 1.0], [6, 8, 10, 10], [False, False, True, False],
+                                                 max_len=10, overlong_buffer_len=4, overlong_penalty_factor=1.0,
+                                                 truncation_penalty=0.5)
+    assert length == [0.0] * 4  # the cosine length penalty is off by default
     assert over == pytest.approx([0.0, -0.5, -1.0, -1.0])
     assert trunc == [0.0, 0.0, -0.5, 0.0]
     assert rewards == pytest.approx([1.0, 0.5, -1.5, 0.0])
-    plain, _, _ = shape_rewards([1.0, 0.0], [10, 10], [True, True], max_len=10, overlong_buffer_len=0,
-                                overlong_penalty_factor=1.0, truncation_penalty=0.0)
+    plain, _, _, _ = shape_rewards([1.0, 0.0], [10, 10], [True, True], max_len=10, overlong_buffer_len=0,
+                                   overlong_penalty_factor=1.0, truncation_penalty=0.0)
     assert plain == [1.0, 0.0]
 
 
