@@ -71,10 +71,11 @@ def _group_centre(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.T
     num_groups = int(inverse.max().item()) + 1 if inverse.numel() else 0
     zeros = torch.zeros(num_groups, dtype=scores.dtype, device=scores.device)
     counts = zeros.index_add(0, inverse, v)  # [G]
-    sums = zeros.index_add(0, inverse, scores * v)  # [G]
+    kept = torch.where(v > 0, scores, torch.zeros_like(scores))  # [B] an invalid one's reward (even NaN) is ignored
+    sums = zeros.index_add(0, inverse, kept)  # [G]
     means = sums / counts.clamp(min=1.0)  # [G]
-    centred = (scores - means[inverse]) * v  # [B]; invalid -> 0 (and no NaN from their reward)
-    return _Centred(torch.where(v > 0, centred, torch.zeros_like(centred)), inverse, counts, v)
+    centred = torch.where(v > 0, scores - means[inverse], torch.zeros_like(scores))  # [B]; invalid -> 0
+    return _Centred(centred, inverse, counts, v)
 
 
 @register_adv_estimator("grpo")
