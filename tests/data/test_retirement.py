@@ -160,3 +160,14 @@ def test_record_needs_a_prompt_of_this_sampler():
         s.record(3, [1.0])
     with pytest.raises(DataError, match="retire"):
         s.set_retirement(1.5, 4)
+
+
+def test_retirement_is_permanent_across_a_resume_with_a_laxer_setting():
+    ex = examples({"a": 4})
+    s = PromptSampler(ex, seed=0, retire_pass_rate=0.5, retire_min_samples=2)
+    s.record(0, [1.0, 0.0])  # .5: retired under 0.5
+    t = PromptSampler(ex, seed=0, retire_pass_rate=0.9, retire_min_samples=2)  # a later stage raised the bar
+    t.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert t.retired == {0} and 0 not in ids(t.take(12))
+    t.set_retirement(1.0, 8)
+    assert t.retired == {0}
