@@ -107,7 +107,8 @@ def make_policy_loss(algo: Any) -> Callable[..., PolicyLossOutput]:
     return functools.partial(get_policy_loss(algo.policy_loss), agg_mode=algo.loss_agg_mode, **policy_loss_hyper(algo))
 
 
-def _prepare(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor):
+def _prepare(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token advantages [B, T], clamped log-ratio [B, T] and ratio [B, T]."""
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(-1).expand_as(logp)  # [B, T]
@@ -115,7 +116,16 @@ def _prepare(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tenso
     return advantages, log_ratio, log_ratio.exp()
 
 
-def _finish(loss_mat, mask, agg_mode, rollout_is_weights, log_ratio, clipped, high, low) -> PolicyLossOutput:
+def _finish(
+    loss_mat: torch.Tensor,  # [B, T] per-token loss
+    mask: torch.Tensor,  # [B, T]
+    agg_mode: str,
+    rollout_is_weights: torch.Tensor | None,  # [B, T]
+    log_ratio: torch.Tensor,  # [B, T]
+    clipped: torch.Tensor,  # [B, T] bool indicators ...
+    high: torch.Tensor,
+    low: torch.Tensor,  # ... averaged over counted tokens
+) -> PolicyLossOutput:
     """Weight by the mismatch correction, aggregate, and average the clip indicators over tokens."""
     if rollout_is_weights is not None:
         loss_mat = loss_mat * rollout_is_weights.detach().to(loss_mat.dtype)
