@@ -14,6 +14,8 @@ class HFRolloutEngine:
     ranks can stop at different lengths), refreshed by :meth:`load_weights` after each update."""
 
     def __init__(self, model, *, eos_token_id: int | Sequence[int], pad_token_id: int, max_batch_size: int = 256):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
         self.model = model
         self.eos_ids = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
         self.pad_token_id = pad_token_id
@@ -37,10 +39,18 @@ class HFRolloutEngine:
         was_training = self.model.training
         self.model.eval()
         out: list[list[Completion]] = []
-        per_call = max(1, self.max_batch_size // max(n, 1))
+        per_call = self.max_batch_size // max(n, 1)  # whole prompts (n sequences each) per generate call
         try:
-            for start in range(0, len(prompts), per_call):
-                out.extend(self._generate_chunk(prompts[start:start + per_call], n, temperature, top_p, max_new_tokens))
+            if per_call >= 1:
+                for start in range(0, len(prompts), per_call):
+                    out.extend(self._generate_chunk(prompts[start:start + per_call], n, temperature, top_p, max_new_tokens))
+            else:  # large groups (BroRL, n > max_batch_size): a prompt's n samples over several calls
+                for p in prompts:
+                    group: list[Completion] = []
+                    for start in range(0, n, self.max_batch_size):
+                        k = min(self.max_batch_size, n - start)
+                        group.extend(self._generate_chunk([p], k, temperature, top_p, max_new_tokens)[0])
+                    out.append(group)
         finally:
             self.model.train(was_training)
         return out

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 
-from prorl.algo.core import filter_groups, overlong_penalty
+from prorl.algo.core import cosine_length_penalty, filter_groups, overlong_penalty
 from prorl.data.dataset import Example, PromptSampler
 from prorl.rollout.base import Completion
 from prorl.trainer.distributed import World, all_gather
@@ -28,13 +29,41 @@ class StepExperience:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+class ShapedRewards(NamedTuple):
+    rewards: list[float]  # score + all penalties (what the advantages use)
+    overlong: list[float]  # DAPO overlong penalty (<= 0)
+    truncation: list[float]  # -truncation_penalty for responses without EOS
+    length: list[float]  # scheduled cosine length penalty (<= 0)
+
+
+def shaping_from_config(reward_cfg: Any, step: int) -> dict[str, Any]:
+    """The ``shaping`` keyword arguments of :func:`collect` for training step ``step``."""
+    r = reward_cfg
+    return dict(overlong_buffer_len=r.overlong_buffer_len, overlong_penalty_factor=r.overlong_penalty_factor,
+                truncation_penalty=r.truncation_penalty, step=step, length_penalty_min=r.length_penalty_min,
+                length_penalty_max=r.length_penalty_max, length_penalty_period=r.length_penalty_period,
+                length_penalty_on_steps=r.length_penalty_on_steps,
+                length_penalty_correct_only=r.length_penalty_correct_only)
+
+
 def shape_rewards(scores: list[float], lengths: list[int], truncated: list[bool], *, max_len: int,
                   overlong_buffer_len: int, overlong_penalty_factor: float, truncation_penalty: float,
-                  ) -> tuple[list[float], list[float], list[float]]:
-    """Rewards = score + DAPO overlong penalty - truncation penalty; also returns both penalties."""
+                  step: int | None = None, length_penalty_min: float = 0.0, length_penalty_max: float = 0.0,
+                  length_penalty_period: int = 0, length_penalty_on_steps: int = 0,
+                  length_penalty_correct_only: bool = True) -> ShapedRewards:
+    """Rewards = score + DAPO overlong penalty - truncation penalty + scheduled cosine length penalty
+    (on correct responses only when ``length_penalty_correct_only``); also returns each penalty."""
     over = overlong_penalty(torch.tensor(lengths), max_len, overlong_buffer_len, overlong_penalty_factor).tolist()
     trunc = [-truncation_penalty if t else 0.0 for t in truncated]
-    return [s + o + t for s, o, t in zip(scores, over, trunc)], over, trunc
+    length = [0.0] * len(scores)
+    if length_penalty_max > 0:
+        if step is None:
+            raise ValueError("shape_rewards: the cosine length penalty needs the training step")
+        pen = cosine_length_penalty(torch.tensor(lengths), max_len, step, min_penalty=length_penalty_min,
+                                    max_penalty=length_penalty_max, period=length_penalty_period,
+                                    on_steps=length_penalty_on_steps).tolist()
+        length = [p if (s >= 1.0 or not length_penalty_correct_only) else 0.0 for p, s in zip(pen, scores)]
+    return ShapedRewards([s + o + t + ln for s, o, t, ln in zip(scores, over, trunc, length)], over, trunc, length)
 
 
 def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: int, n: int, temperature: float,
@@ -50,7 +79,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
     m: dict[str, float] = {"dynamic_sampling/rounds": 0, "dynamic_sampling/generated_groups": 0,
                            "dynamic_sampling/dropped_all_correct": 0, "dynamic_sampling/dropped_all_wrong": 0,
                            "dynamic_sampling/dropped_other_equal": 0}
-    all_scores, all_lengths, all_trunc, all_over, all_tpen, statuses = [], [], [], [], [], []
+    all_scores, all_lengths, all_trunc, all_over, all_tpen, all_lpen, statuses = [], [], [], [], [], [], []
     by_source: dict[str, list[float]] = {}
     t_gen = t_rew = 0.0
     rounds = 0
@@ -83,7 +112,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
             scores = [v.score for v in vs]
             lengths = [len(c.token_ids) for c in group]
             truncated = [c.truncated for c in group]
-            rewards, over, tpen = shape_rewards(scores, lengths, truncated, max_len=max_new_tokens, **shaping)
+            rewards, over, tpen, lpen = shape_rewards(scores, lengths, truncated, max_len=max_new_tokens, **shaping)
             round_groups.append(Group(ex, group, scores, rewards, [v.status.value for v in vs]))
             all_scores += scores
             by_source.setdefault(ex.data_source, []).extend(scores)
@@ -91,6 +120,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
             all_trunc += truncated
             all_over += over
             all_tpen += tpen
+            all_lpen += lpen
             statuses += [v.status.value for v in vs]
         m["dynamic_sampling/generated_groups"] += len(round_groups)
         if dynamic_sampling:
@@ -112,6 +142,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
     m["critic/score/min"] = min(all_scores, default=0.0)
     m["reward/overlong_penalty/mean"] = sum(all_over) / n_all
     m["reward/truncation_penalty/mean"] = sum(all_tpen) / n_all
+    m["reward/length_penalty/mean"] = sum(all_lpen) / n_all
     m["response_length/mean"] = sum(all_lengths) / n_all
     m["response_length/max"] = max(all_lengths, default=0)
     m["response_length/min"] = min(all_lengths, default=0)
