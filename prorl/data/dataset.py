@@ -237,6 +237,10 @@ class PromptSampler:
             src = self.examples[i].data_source
             self._retired_by_source[src] = self._retired_by_source.get(src, 0) + 1
 
+    def index(self, example: Example) -> int:
+        """The position of an example drawn from this sampler (the same on every rank)."""
+        return self._key(example)
+
     def record(self, example: Example | int, scores: list[float]) -> bool:
         """Add a prompt's scored responses (pass = score >= 1) to its running pass rate; pass only
         the scores that count (not infrastructure failures). Returns whether it is now retired."""

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import torch
 
-from prorl.algo.core import aggregate_loss, kl_penalty, masked_mean, policy_loss
+from prorl.algo.core import aggregate_loss, kl_penalty, make_policy_loss, masked_mean
 from prorl.config import ActorConfig, AlgoConfig, Config
 from prorl.models.policy import load_policy, response_logprobs
 from prorl.rollout.base import PackedBatch
@@ -139,6 +139,7 @@ class Actor:
         self.optimizer.zero_grad(set_to_none=True)
         mbs = actor.micro_batch_size
         chunks = [idx[s:s + mbs] for s in range(0, len(idx), mbs)]
+        loss_fn = make_policy_loss(algo)  # the registered loss algo.policy_loss names
         for sub in self._pad_to_global_count(chunks):
             weight = 0.0 if sub is None else \
                 float(agg_count(batch.loss_mask[sub], algo.loss_agg_mode)) / total * self.world.world_size
@@ -154,8 +155,7 @@ class Actor:
             logp, ent = response_logprobs(self.model, seqs.input_ids, seqs.attention_mask, seqs.response_len,
                                           temperature=batch.temperature, with_entropy=True)
             old = logp.detach() if old_logp is None else old_logp[sub]
-            pl = policy_loss(logp, old, batch.advantages[sub], mask, eps_low=algo.eps_low, eps_high=algo.eps_high,
-                             agg_mode=algo.loss_agg_mode)
+            pl = loss_fn(logp, old, batch.advantages[sub], mask, rollout_is_weights=None)
             loss = pl.loss
             if ref_logp is not None:
                 kl = aggregate_loss(kl_penalty(logp, ref_logp[sub], algo.kl_estimator), mask, algo.loss_agg_mode)

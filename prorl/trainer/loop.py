@@ -16,7 +16,7 @@ import torch
 
 from prorl.algo.reset_policy import decide_reset
 from prorl.config import Config, to_dict
-from prorl.data.dataset import PromptSampler, build_examples
+from prorl.data.dataset import AllPromptsRetired, PromptSampler, build_examples
 from prorl.rollout import make_engine
 from prorl.trainer import checkpoint as ckpt
 from prorl.trainer import distributed as D
@@ -24,7 +24,7 @@ from prorl.trainer.actor import Actor
 from prorl.trainer.batch import empty_train_batch, make_train_batch
 from prorl.trainer.evaluate import sample_and_score, summarise_records, validation_metrics
 from prorl.trainer.metrics import MetricsLogger, NullLogger, reduce_rank_metrics
-from prorl.trainer.rollout_step import collect
+from prorl.trainer.rollout_step import collect, shaping_from_config
 from prorl.trainer.setup import ManualControls, check_run_dir, load_dataset_rows, prepare_run_dir, resolve_model_path
 from prorl.trainer.state import RunState, StageSchedule
 
@@ -55,7 +55,8 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         os.environ["PRORL_SANDBOX_ALLOW_UNSAFE"] = "1"
     train_ex, d1 = build_examples(train_rows, tok, cfg.data.max_prompt_length)
     val_ex, d2 = build_examples(val_rows, tok, cfg.data.max_prompt_length)
-    sampler = PromptSampler(train_ex, seed=seed, shuffle=cfg.data.shuffle, weights=cfg.data.domain_weights)
+    sampler = PromptSampler(train_ex, seed=seed, shuffle=cfg.data.shuffle, weights=cfg.data.domain_weights,
+                            retire_pass_rate=cfg.data.retire_pass_rate, retire_min_samples=cfg.data.retire_min_samples)
     if state.sampler:
         sampler.load_state_dict(state.sampler)
     engine = make_engine(cfg.rollout, model_path, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
@@ -110,6 +111,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         state.stage = idx
         new = schedule.config(idx)
         sampler.set_weights(new.data.domain_weights)
+        sampler.set_retirement(new.data.retire_pass_rate, new.data.retire_min_samples)
         overrides = schedule.stages[idx].overrides
         logger.event(step, "stage", f"enter stage {schedule.name(idx)}", stage=idx, overrides=overrides)
         log(f"step {step}: entering stage {schedule.name(idx)} {overrides}")
@@ -146,15 +148,19 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         actor.set_lr(_lr_at(cfg, step))
         t_step = time.perf_counter()
         engine.wake_up()
-        exp = collect(engine, tok, scorer, sampler, num_prompts=len(D.split_for_rank(world, range(cfg.actor.train_batch_size))),
-                      n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                      max_new_tokens=cfg.rollout.max_response_length, dynamic_sampling=cfg.algo.dynamic_sampling,
-                      max_rounds=cfg.algo.max_gen_rounds, world=world,
-                      shaping=dict(overlong_buffer_len=cfg.reward.overlong_buffer_len,
-                                   overlong_penalty_factor=cfg.reward.overlong_penalty_factor,
-                                   truncation_penalty=cfg.reward.truncation_penalty))
+        try:
+            exp = collect(engine, tok, scorer, sampler, num_prompts=len(D.split_for_rank(world, range(cfg.actor.train_batch_size))),
+                          n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                          max_new_tokens=cfg.rollout.max_response_length, dynamic_sampling=cfg.algo.dynamic_sampling,
+                          max_rounds=cfg.algo.max_gen_rounds, world=world, shaping=shaping_from_config(cfg.reward, step))
+        except AllPromptsRetired as e:  # the same on every rank: the samplers are identical
+            log(f"step {step}: {e}; stopping")
+            step -= 1
+            if step > 0:
+                save(step, keep=cfg.trainer.keep_checkpoints)
+            break
         engine.sleep()
-        metrics = dict(exp.metrics)
+        metrics = dict(exp.metrics) | sampler.metrics()
         # ---- advantages + actor update (every rank takes part, even with no groups of its own)
         if D.all_reduce(world, len(exp.groups)) > 0:
             batch, batch_metrics = make_train_batch(exp.groups, cfg, pad_token_id=tok.pad_token_id, device=world.device) \

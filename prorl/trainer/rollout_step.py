@@ -90,11 +90,9 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
         rounds += 1
         drawn = sampler.take(sum(needs))
         examples = drawn[sum(needs[:world.rank]):sum(needs[:world.rank + 1])]
-        if not examples:
-            continue
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # a rank with nothing to draw this round still joins the collectives below
         groups = engine.generate([ex.prompt_ids for ex in examples], n=n, temperature=temperature,
-                                 top_p=top_p, max_new_tokens=max_new_tokens)
+                                 top_p=top_p, max_new_tokens=max_new_tokens) if examples else []
         t1 = time.perf_counter()
         items = []
         for ex, group in zip(examples, groups):
@@ -103,7 +101,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
                               "response": tokenizer.decode(c.token_ids, skip_special_tokens=True),
                               "ground_truth": ex.row["reward_model"]["ground_truth"],
                               "extra_info": ex.row.get("extra_info") or {}})
-        verdicts = scorer.score(items)
+        verdicts = scorer.score(items) if items else []
         t_rew += time.perf_counter() - t1
         t_gen += t1 - t0
         round_groups = []
@@ -123,6 +121,12 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
             all_lpen += lpen
             statuses += [v.status.value for v in vs]
         m["dynamic_sampling/generated_groups"] += len(round_groups)
+        # prompt retirement: every rank records every rank's groups, so the samplers stay identical
+        mine = [(sampler.index(g.example), [sc for sc, st in zip(g.scores, g.statuses) if st != "infra_error"])
+                for g in round_groups]
+        for part in all_gather(world, mine):
+            for idx, scores in part:
+                sampler.record(idx, scores)
         if dynamic_sampling:
             res = filter_groups([g.rewards for g in round_groups])
             m["dynamic_sampling/dropped_all_correct"] += res.dropped_all_correct
