@@ -121,6 +121,16 @@ def backend() -> policy.Backend:
         return _BACKEND
 
 
+def degraded_backend() -> "policy.Backend | None":
+    """The bwrap backend without the syscall filter, when only the filter is missing (used
+    only with the explicit unsafe opt-in), else ``None``."""
+    try:
+        backend()
+    except SandboxUnavailable:
+        pass
+    return _DEGRADED
+
+
 def available() -> tuple[bool, str]:
     """``(True, description)`` when isolation works here, else ``(False, reason)``."""
     try:
@@ -332,4 +342,5 @@ def spawn_python(code: str, mode: str, *, limits: Limits | None = None,
 
 __all__ = ["Limits", "RunResult", "SandboxClosed", "SandboxConfig", "SandboxProcess",
            "SandboxTimeout", "SandboxUnavailable", "available", "backend", "configure",
+           "degraded_backend",
            "get_config", "run_python", "spawn_python"]
