@@ -62,6 +62,12 @@ def _words(path: Path) -> set[str]:
         return set()
 
 
+def _make_child(path: Path) -> None:
+    """``mkdir`` in a cgroup file system (the kernel fills in the interface files); a seam for
+    the tests' fake tree."""
+    path.mkdir(mode=0o755)
+
+
 def _usable(parent: Path) -> str | None:
     """``None`` when per-run children with memory and pids limits can be made under ``parent``,
     else the reason."""
@@ -78,18 +84,25 @@ def _usable(parent: Path) -> str | None:
                     f"PRORL_SANDBOX_CGROUP to a delegated cgroup with no processes of its own")
     probe = parent / f"prorl-probe-{os.getpid()}-{next(_COUNTER)}"
     try:
-        probe.mkdir()
+        _make_child(probe)
     except OSError as e:
         return f"cannot create cgroups under {parent} ({e.strerror})"
     try:
         if not all((probe / f).is_file() for f in ("memory.max", "pids.max", "cgroup.procs")):
             return f"children of {parent} get no memory.max/pids.max"
     finally:
-        try:
-            probe.rmdir()
-        except OSError:
-            pass
+        _remove_dir(probe)
     return None
+
+
+def _remove_dir(path: Path) -> bool:
+    try:
+        path.rmdir()
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def detect(configured: str = "", mounts: str = "/proc/self/mounts",
@@ -125,7 +138,7 @@ class RunCgroup:
 
     def __init__(self, parent: str, memory_bytes: int, pids: int) -> None:
         self.path = Path(parent) / f"prorl-{os.getpid()}-{next(_COUNTER)}"
-        self.path.mkdir(mode=0o755)
+        _make_child(self.path)
         try:
             (self.path / "memory.max").write_text(str(memory_bytes))
             (self.path / "pids.max").write_text(str(pids))
@@ -155,24 +168,20 @@ class RunCgroup:
     def remove(self) -> None:
         """Kill whatever is left in the cgroup and delete it."""
         for _ in range(50):
-            try:
-                self.path.rmdir()
+            if _remove_dir(self.path):
                 return
-            except FileNotFoundError:
-                return
-            except OSError:
-                if (self.path / "cgroup.kill").exists():
+            if (self.path / "cgroup.kill").exists():
+                try:
+                    (self.path / "cgroup.kill").write_text("1")
+                except OSError:
+                    pass
+            else:
+                for pid in _words(self.path / "cgroup.procs"):
                     try:
-                        (self.path / "cgroup.kill").write_text("1")
-                    except OSError:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (OSError, ValueError):
                         pass
-                else:
-                    for pid in _words(self.path / "cgroup.procs"):
-                        try:
-                            os.kill(int(pid), signal.SIGKILL)
-                        except (OSError, ValueError):
-                            pass
-                time.sleep(0.01)
+            time.sleep(0.01)
 
 
 __all__ = ["CgroupSupport", "RunCgroup", "cgroup2_mounts", "detect", "own_cgroup"]

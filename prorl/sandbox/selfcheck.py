@@ -181,21 +181,25 @@ def _check_cgroups(b: Backend | None) -> Check:
 def host_probe_paths(b: Backend | None, marker: str) -> list[str]:
     """Host paths the sandbox must not see: well-known ones, this repository, and ``marker``
     (a file the host made in its own temp dir). Paths the sandbox legitimately has in its own
-    view (its scratch ``/tmp``, ``/proc``, the interpreter's read-only binds, ...) and their
-    parents are left out: seeing those says nothing about the host."""
+    view (``/proc``, the interpreter's read-only binds, ...), what lies below them and their
+    parents (e.g. ``/tmp`` when the repository is cloned there: inside, ``/tmp`` is the run's
+    own scratch dir) are left out: seeing those says nothing about the host. Below the scratch
+    dir nothing is legitimate, so a host file in ``/tmp`` stays a probe."""
     repo = Path(__file__).resolve().parents[2]
     cands = ["/etc/shadow", "/etc/passwd", "/root", "/home", str(repo), str(repo.parent),
              "/var", "/run", "/sys/fs/cgroup", "/usr/share", "/usr/local", marker]
-    shown = [SANDBOX_WORK, str(PurePosixPath(SANDBOX_BOOT).parent), "/proc", "/dev",
-             "/etc/ld.so.cache"]
+    shown = [str(PurePosixPath(SANDBOX_BOOT).parent), "/proc", "/dev", "/etc/ld.so.cache"]
     if b is not None:
         shown += [*b.ro_binds, *b.masks, *(link for _, link in b.symlinks)]
 
-    def related(p: str, q: str) -> bool:
+    def inside(p: str, q: str) -> bool:  # p is q or below it
         p, q = p.rstrip("/") or "/", q.rstrip("/") or "/"
-        return p == q or q.startswith(p.rstrip("/") + "/") or p.startswith(q.rstrip("/") + "/")
+        return p == q or p.startswith(q.rstrip("/") + "/")
 
-    return [p for p in dict.fromkeys(cands) if not any(related(p, q) for q in shown)]
+    def legit(p: str) -> bool:
+        return inside(SANDBOX_WORK, p) or any(inside(p, q) or inside(q, p) for q in shown)
+
+    return [p for p in dict.fromkeys(cands) if not legit(p)]
 
 
 def _host_uids(pid: int) -> set[int]:
