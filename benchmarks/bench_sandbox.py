@@ -1,16 +1,19 @@
 """Sandbox throughput: start-up overhead, trivial executions/s with N workers, and code
-verifications/s on a HumanEval sample.
+verifications/s on a HumanEval sample, with and without the seccomp syscall filter.
 
     python benchmarks/bench_sandbox.py [--workers 2] [--repeats 5] [--he-sample 20]
+                                       [--seccomp both|on|off]
 
-Prints medians over ``--repeats`` repeats. The project floor is 40 trivial executions/s with
-2 workers on 2 cores.
+Prints medians over ``--repeats`` repeats per arm; with ``--seccomp both`` (the default) the two
+arms alternate repeat by repeat (so that machine noise hits both alike) and the filter's
+overhead is printed. The project floor is 40 trivial executions/s with 2 workers on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import time
@@ -20,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from prorl.sandbox import available, run_python  # noqa: E402
+from prorl.sandbox import available, configure, run_python  # noqa: E402
+from prorl.sandbox.runner import degraded_backend  # noqa: E402
 from prorl.verifiers.code import verify_code  # noqa: E402
 
 HUMANEVAL = REPO / ".." / "shared" / "data" / "code" / "HumanEval.jsonl"
@@ -61,37 +65,70 @@ def verifications_per_s(workers: int, rows: list[dict]) -> tuple[float, float]:
     return len(rows) / dt, sum(scores) / len(scores)
 
 
+def use_filter(on: bool) -> str:
+    """Switch the sandbox to the arm; the "off" arm is bwrap with everything but the filter."""
+    configure(seccomp=on, allow_unsafe=not on)
+    ok, why = available()
+    if on:
+        assert ok, why
+        return why
+    b = degraded_backend()
+    assert b is not None and b.kind == "bwrap" and not b.seccomp, why
+    run_python("pass")  # warm the probe cache (and the one-time warning)
+    return b.describe()
+
+
+def one_repeat(args: argparse.Namespace, sample: list[dict]) -> dict[str, float]:
+    out = {"startup_ms": startup_ms(10), "trivial_execs_per_s": execs_per_s(args.workers,
+                                                                            args.execs)}
+    if sample:
+        out["humaneval_verifications_per_s"], out["humaneval_mean_score"] = \
+            verifications_per_s(args.workers, sample)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--execs", type=int, default=100, help="trivial runs per repeat")
     ap.add_argument("--he-sample", type=int, default=20, help="HumanEval problems per repeat")
+    ap.add_argument("--seccomp", choices=("both", "on", "off"), default="both",
+                    help="arms to measure: with the syscall filter, without it, or both")
     args = ap.parse_args()
-    ok, why = available()
-    print(f"sandbox: {why}")
-    if not ok:
-        return 1
-    run_python("pass")  # warm the probe cache
-    start = [startup_ms(10) for _ in range(args.repeats)]
-    rates = [execs_per_s(args.workers, args.execs) for _ in range(args.repeats)]
-    result = {"startup_ms_median": statistics.median(start),
-              "startup_ms_all": [round(x, 1) for x in start],
-              f"trivial_execs_per_s_{args.workers}_workers": statistics.median(rates),
-              "trivial_execs_all": [round(x, 1) for x in rates]}
-    if HUMANEVAL.exists():
+    logging.basicConfig(level=logging.ERROR)
+    arms = {"both": ["on", "off"], "on": ["on"], "off": ["off"]}[args.seccomp]
+    sample: list[dict] = []
+    if HUMANEVAL.exists() and args.he_sample > 0:
         rows = [json.loads(x) for x in HUMANEVAL.read_text().splitlines() if x.strip()]
         step = max(1, len(rows) // args.he_sample)
         sample = rows[::step][:args.he_sample]
-        ver = [verifications_per_s(args.workers, sample) for _ in range(args.repeats)]
-        result[f"humaneval_verifications_per_s_{args.workers}_workers"] = \
-            statistics.median(v for v, _ in ver)
-        result["humaneval_verifications_all"] = [round(v, 1) for v, _ in ver]
-        result["humaneval_mean_score"] = ver[0][1]
-    for k, v in result.items():
-        print(f"{k}: {round(v, 2) if isinstance(v, float) else v}")
-    floor = result[f"trivial_execs_per_s_{args.workers}_workers"]
-    print(f"floor 40/s with 2 workers: {'OK' if floor >= 40 else 'BELOW'}")
+    for arm in arms:
+        print(f"sandbox (filter {arm}): {use_filter(arm == 'on')}")
+    results: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
+    for _ in range(args.repeats):
+        for arm in arms:
+            use_filter(arm == "on")
+            results[arm].append(one_repeat(args, sample))
+    medians = {}
+    for arm in arms:
+        med = {k: statistics.median(r[k] for r in results[arm]) for k in results[arm][0]}
+        medians[arm] = med
+        print(f"--- seccomp filter {arm} (medians of {args.repeats}, {args.workers} workers)")
+        for k, v in med.items():
+            runs = [round(r[k], 1) for r in results[arm]]
+            print(f"{k}: {v:.2f}  (all: {runs})")
+        floor = med["trivial_execs_per_s"]
+        print(f"floor 40/s with 2 workers: {'OK' if floor >= 40 else 'BELOW'}")
+    if len(arms) == 2:
+        on, off = medians["on"], medians["off"]
+        print("--- filter overhead (on vs off)")
+        print(f"startup: {on['startup_ms'] - off['startup_ms']:+.2f} ms "
+              f"({100 * (on['startup_ms'] / off['startup_ms'] - 1):+.1f}%)")
+        for k in ("trivial_execs_per_s", "humaneval_verifications_per_s"):
+            if k in on:
+                print(f"{k}: {100 * (on[k] / off[k] - 1):+.1f}%")
+    configure(seccomp=True, allow_unsafe=False)
     return 0
 
 
