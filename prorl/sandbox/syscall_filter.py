@@ -99,13 +99,23 @@ def denied_names() -> tuple[str, ...]:
     return tuple(n for group in DENIED.values() for n in group)
 
 
+def _resolve(sc: ModuleType, name: str) -> int | None:
+    """libseccomp's number for ``name`` on the native arch (negative: a pseudo-number for a call
+    this arch lacks, which rules accept and ignore); ``None`` if libseccomp does not know it."""
+    try:
+        nr = sc.resolve_syscall(sc.Arch.NATIVE, name)
+    except ValueError:
+        return None
+    return None if not isinstance(nr, int) or nr == -1 else nr
+
+
 def syscall_numbers() -> dict[str, int]:
     """Native syscall numbers of the denied and conditional calls that exist on this arch."""
     sc = _bindings()
     out = {}
     for name in (*denied_names(), *CONDITIONAL):
-        nr = sc.resolve_syscall(sc.Arch.NATIVE, name)
-        if isinstance(nr, int) and nr >= 0:
+        nr = _resolve(sc, name)
+        if nr is not None and nr >= 0:
             out[name] = nr
     return out
 
@@ -130,12 +140,11 @@ def build_filter() -> "object":
     f = sc.SyscallFilter(sc.ALLOW)
     f.set_attr(sc.Attr.ACT_BADARCH, eperm)
     for name in denied_names():
-        if sc.resolve_syscall(sc.Arch.NATIVE, name) == -1:  # unknown to this libseccomp
-            continue
-        f.add_rule(eperm, name)
+        if _resolve(sc, name) is not None:  # skip calls unknown to this libseccomp
+            f.add_rule(eperm, name)
     for flag in CLONE_NAMESPACE_FLAGS:
         f.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    if sc.resolve_syscall(sc.Arch.NATIVE, "clone3") != -1:
+    if _resolve(sc, "clone3") is not None:
         f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for rule in _personality_rules(sc):
         f.add_rule(eperm, "personality", rule)
