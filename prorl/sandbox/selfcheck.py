@@ -8,7 +8,6 @@ it was stopped.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
