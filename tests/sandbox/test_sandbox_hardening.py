@@ -166,3 +166,36 @@ def test_sandbox_modules_have_no_import_cycles():
 
     assert deps["policy"] == {"config", "process"}
     assert [m for m in deps if m != "__init__" and reaches(m, m, set())] == []
+
+
+@needs_bwrap
+def test_runs_join_their_own_cgroup_and_oom_kills_count_as_memory(tmp_path, monkeypatch,
+                                                                    restore_config):
+    """The runner's wiring, on the fake tree: one cgroup per run with that run's limits, joined
+    before bwrap starts, removed afterwards; an OOM kill there is reported as ``memory``."""
+    oom = {"kills": 0}
+
+    def kernel_mkdir(path: Path) -> None:
+        _fake_kernel_mkdir(path)
+        (path / "memory.events").write_text(f"oom 0\noom_kill {oom['kills']}\n")
+
+    monkeypatch.setattr(cgroups, "_make_child", kernel_mkdir)
+    removed: list[Path] = []
+    monkeypatch.setattr(cgroups.RunCgroup, "remove", lambda self: removed.append(self.path))
+    parent = tmp_path / "delegated"
+    parent.mkdir()
+    (parent / "cgroup.controllers").write_text("cpu memory pids\n")
+    (parent / "cgroup.subtree_control").write_text("memory pids\n")
+    configure(cgroup_parent=str(parent), allow_unsafe=False)
+    from prorl.sandbox import backend
+
+    assert backend().cgroup_parent == str(parent) and backend().seccomp
+    r = run_python("print('hi')", limits=Limits(memory_mb=300, nproc=10))
+    assert r.ok, r.stderr_text
+    run = removed[-1]
+    assert (run / "memory.max").read_text() == str(600 << 20)
+    assert (run / "pids.max").read_text() == "14"
+    assert (run / "cgroup.procs").read_text().strip().isdigit()  # joined by the wrapper
+    oom["kills"] = 1
+    r = run_python("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert r.killed_by == "memory" and removed[-1] != run
