@@ -139,6 +139,10 @@ def build_filter() -> "object":
     eperm = sc.ERRNO(errno.EPERM)
     f = sc.SyscallFilter(sc.ALLOW)
     f.set_attr(sc.Attr.ACT_BADARCH, eperm)
+    try:  # libseccomp >= 2.5: a binary tree over syscall numbers instead of a linear scan, so
+        f.set_attr(sc.Attr.CTL_OPTIMIZE, 2)  # an allowed call costs ~log2(70) jumps, not ~70
+    except (AttributeError, OSError):
+        pass
     for name in denied_names():
         if _resolve(sc, name) is not None:  # skip calls unknown to this libseccomp
             f.add_rule(eperm, name)
