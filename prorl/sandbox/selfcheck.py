@@ -248,9 +248,10 @@ def self_check(allow_unsafe: bool = False) -> list[Check]:
     b = runner.backend() if ok else degraded
     checks = [Check("bubblewrap isolation available", b is not None,
                     why if ok else (degraded.describe() if degraded else why))]
-    if b is not None and not ok:  # bwrap works, the filter does not
-        checks.append(Check("seccomp syscall filter (denied calls fail with EPERM)", False, why))
-    if not ok and not allow_unsafe:
+    if not ok and not allow_unsafe:  # nothing may run: say why
+        if b is not None:  # bwrap works, the filter does not
+            checks.append(Check("seccomp syscall filter (denied calls fail with EPERM)", False,
+                                why))
         return checks
     secret_name, secret = "PRORL_SELFCHECK_SECRET", uuid.uuid4().hex
     os.environ[secret_name] = secret
@@ -299,12 +300,8 @@ def self_check(allow_unsafe: bool = False) -> list[Check]:
               f"unshare(CLONE_NEWUSER) {r['nested_userns']}", required=False),
         _check_uid(allow_unsafe),
     ]
-    if ok or (b is not None and b.kind == "bwrap"):
-        if ok:
-            checks.append(_check_filter(allow_unsafe))
-        else:  # with the unsafe opt-in: show what gets through without the filter
-            checks[1] = _check_filter(allow_unsafe)
-        checks.append(_check_cgroups(b))
+    if b is not None and b.kind == "bwrap":  # (with the unsafe opt-in: what gets through)
+        checks += [_check_filter(allow_unsafe), _check_cgroups(b)]
     checks += _limit_checks(allow_unsafe)
     return checks
 
