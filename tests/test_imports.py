@@ -18,10 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Cycles tolerated for now, each as the exact set of modules of its strongly connected component.
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # being removed by the sandbox owner (issue 7 §4): drop this entry once that change is merged
-    frozenset({"prorl.sandbox.policy", "prorl.sandbox.runner"}),
-]
+KNOWN_CYCLES: list[frozenset[str]] = []
 
 
 def module_names(root: Path, package: str) -> dict[str, Path]:

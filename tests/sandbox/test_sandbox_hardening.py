@@ -140,34 +140,6 @@ def test_cgroup_wrapper_joins_before_exec_and_refuses_otherwise(tmp_path, monkey
     assert p.returncode == 125 and "started" not in p.stdout
 
 
-
-def test_sandbox_modules_have_no_import_cycles():
-    """Shared types live in the leaf ``config`` module (policy <-> runner was a cycle)."""
-    import ast
-
-    pkg = Path(syscall_filter.__file__).parent
-    deps: dict[str, set[str]] = {}
-    for f in pkg.glob("*.py"):
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(f.read_text())):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            if (node.module or "").startswith("prorl.sandbox."):
-                names.add(node.module.rsplit(".", 1)[1])
-            elif node.module == "prorl.sandbox":  # from prorl.sandbox import runner, ...
-                names |= {a.name for a in node.names if (pkg / f"{a.name}.py").exists()}
-        deps[f.stem] = names - {f.stem}
-
-    def reaches(start: str, target: str, seen: set[str]) -> bool:
-        for d in deps.get(start, ()):
-            if d == target or (d not in seen and reaches(d, target, seen | {d})):
-                return True
-        return False
-
-    assert deps["policy"] == {"config", "process"}
-    assert [m for m in deps if m != "__init__" and reaches(m, m, set())] == []
-
-
 @needs_bwrap
 def test_runs_join_their_own_cgroup_and_oom_kills_count_as_memory(tmp_path, monkeypatch,
                                                                     restore_config):
