@@ -142,6 +142,7 @@ class ResetConfig:
     plateau_min_delta: float = f(0.01, "val_plateau: improvement that counts")
     min_steps_between_resets: int = f(50, "cooldown between automatic resets")
     rollback_to_best: bool = f(False, "on reset, reload the best checkpoint (by validation) instead of the current policy")
+    max_failed_recoveries: int = f(3, "stop the run after this many rollbacks in a row after which validation never got back within val_margin of the restored checkpoint (0 = never stop)")
 
 
 @dataclass
@@ -399,6 +400,7 @@ def validate(cfg: Config) -> None:
          "reward.length_penalty_on_steps must be in [1, length_penalty_period] when the period is set"),
         (0 <= cfg.data.retire_pass_rate <= 1, "data.retire_pass_rate must be in [0, 1] (0 = off)"),
         (cfg.data.retire_min_samples >= 1, "data.retire_min_samples must be >= 1"),
+        (cfg.reset.max_failed_recoveries >= 0, "reset.max_failed_recoveries must be >= 0 (0 = never stop)"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -87,16 +87,20 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         logger.log(step, {**validation_metrics(results, vcfg.n), "timing_s/validate": time.perf_counter() - t0})
         per_source = {ds: r["mean_score"] for ds, r in results.items() if ds != "all"}
         state.record_validation(step, per_source)
+        state.check_recovery(per_source, cfg.reset.val_margin)
         log(f"step {step} validation: " + ", ".join(f"{ds} {v:.3f}" for ds, v in per_source.items()))
         return results
 
     def do_reset(step: int, cause: str) -> None:
-        if cfg.reset.rollback_to_best and state.best_ckpt and Path(state.best_ckpt).exists():
+        rollback = cfg.reset.rollback_to_best and state.best_ckpt and Path(state.best_ckpt).exists()
+        if rollback:
             actor.load_policy_weights(Path(state.best_ckpt))
             cause += f" (rolled back to best checkpoint, step {state.best_ckpt_step})"
         actor.reset(reference=cfg.reset.reset_reference, optimizer=cfg.reset.reset_optimizer, actor=cfg.actor)
         state.reference_reset |= cfg.reset.reset_reference and actor.reference is not None
         state.record_reset(step, cause)
+        if rollback:
+            state.record_rollback()
         logger.event(step, "reset", cause, reference=cfg.reset.reset_reference, optimizer=cfg.reset.reset_optimizer)
         log(f"step {step}: RESET ({cause})")
 
@@ -143,6 +147,14 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
             cfg = enter_stage(step, nxt)  # a trigger also ends a stage marked until_trigger
         if manual or auto:
             do_reset(step, manual or auto)
+            if 0 < cfg.reset.max_failed_recoveries <= state.failed_recoveries:
+                msg = (f"{state.failed_recoveries} rollbacks in a row did not bring validation back to the best "
+                       f"checkpoint's level (step {state.best_ckpt_step}); stopping rather than training a dead policy "
+                       f"(reset.max_failed_recoveries={cfg.reset.max_failed_recoveries})")
+                logger.event(step, "stop", msg)
+                log(f"step {step}: {msg}")
+                step -= 1  # the last checkpoint stays as it is
+                break
 
         # ---- rollout + verify + dynamic-sampling filter on this rank's share of the prompts
         actor.set_lr(_lr_at(cfg, step))
@@ -205,10 +217,11 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
 def _auto_reset_cause(cfg: Config, state: RunState, step: int) -> str | None:
     """A scheduled or trigger-policy reset due at ``step`` (same inputs, same answer on every rank)."""
     r = cfg.reset
+    val_histories, blended, evals_since = state.trigger_histories()
     decision = decide_reset(
-        step=step, kl_history=state.kl_history, val_histories=state.val_history,
-        blended_val_history=state.blended_val_history, steps_since_last_reset=state.steps_since_reset(step),
-        evals_since_last_reset=state.evals_since_reset(), min_steps_between_resets=r.min_steps_between_resets,
+        step=step, kl_history=state.kl_history, val_histories=val_histories,
+        blended_val_history=blended, steps_since_last_reset=state.steps_since_reset(step),
+        evals_since_last_reset=evals_since, min_steps_between_resets=r.min_steps_between_resets,
         reset_steps=r.steps, triggers=("scheduled", *r.triggers) if r.auto else ("scheduled",),
         kl_window=r.kl_window, kl_factor=r.kl_factor, kl_min_history=r.kl_min_history, kl_abs_floor=r.kl_abs_floor,
         val_margin=r.val_margin, val_patience=r.val_patience, plateau_patience=r.plateau_patience,

@@ -27,6 +27,9 @@ class RunState:
     best_ckpt: str | None = None
     best_ckpt_step: int | None = None
     reference_reset: bool = False  # the reference differs from the initial model (saved with checkpoints)
+    best_scores: dict[str, float] = field(default_factory=dict)  # per-source validation at best_step
+    defended: dict[str, float] | None = None  # scores of the checkpoint the last rollback restored
+    failed_recoveries: int = 0  # rollbacks in a row after which validation never got back to `defended`
     sampler: dict = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -44,8 +47,31 @@ class RunState:
         blended = sum(per_source.values()) / max(1, len(per_source))
         self.blended_val_history.append(blended)
         if self.best_val is None or blended > self.best_val:
-            self.best_val, self.best_step = blended, step
+            self.best_val, self.best_step, self.best_scores = blended, step, dict(per_source)
         return blended
+
+    def record_rollback(self) -> None:
+        """The policy was rolled back to the best checkpoint: its scores become the level to defend.
+        A rollback while the previous one never recovered counts as a failed recovery."""
+        if self.defended is not None:
+            self.failed_recoveries += 1
+        self.defended = dict(self.best_scores)
+
+    def check_recovery(self, per_source: dict[str, float], margin: float) -> None:
+        """Validation is back within ``margin`` of the defended level on every source: recovered."""
+        if self.defended is not None and all(per_source.get(ds, 0.0) >= v - margin for ds, v in self.defended.items()):
+            self.defended, self.failed_recoveries = None, 0
+
+    def trigger_histories(self) -> tuple[dict[str, list[float]], list[float], int | None]:
+        """Validation histories since the last reset, as the trigger policies see them; after a
+        rollback they start from the restored checkpoint's scores, so a relapse below that level
+        fires again even before the new policy has produced a best of its own."""
+        n = self.evals_since_reset()
+        if n is None or self.defended is None:
+            return self.val_history, self.blended_val_history, n
+        val = {ds: [self.defended.get(ds, float("nan"))] + h[len(h) - n:] for ds, h in self.val_history.items()}
+        restored = sum(self.defended.values()) / max(1, len(self.defended))
+        return val, [restored] + self.blended_val_history[len(self.blended_val_history) - n:], n + 1
 
     def record_reset(self, step: int, cause: str) -> None:
         self.resets.append({"step": step, "cause": cause})
