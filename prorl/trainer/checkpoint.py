@@ -69,6 +69,7 @@ def save_checkpoint(
     marker and renames the directory into place.
     """
     from prorl.trainer import distributed as D
+    from prorl.trainer import faults
 
     root = checkpoint_dir(run_dir)
     final = root / f"step_{step}"
@@ -80,16 +81,20 @@ def save_checkpoint(
         (tmp / "rng").mkdir(parents=True)
     D.barrier(world)
     write_actor(tmp)
+    faults.point("checkpoint:actor")
     torch.save(rng_state(), tmp / "rng" / f"rank_{world.rank}.pt")
+    faults.point("checkpoint:rng")
     D.barrier(world)
     if world.is_main:
         (tmp / "trainer_state.json").write_text(json.dumps(dict(trainer_state, step=step), indent=1))
+        faults.point("checkpoint:state")
         (tmp / "COMPLETE").write_text("ok\n")
         _fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(root)
+        faults.point("checkpoint:rename")
         prune(run_dir, keep=keep, protect=protect)
     D.barrier(world)
     return final

@@ -20,6 +20,7 @@ from prorl.data.dataset import AllPromptsRetired, PromptSampler, build_examples
 from prorl.rollout import make_engine
 from prorl.trainer import checkpoint as ckpt
 from prorl.trainer import distributed as D
+from prorl.trainer import faults
 from prorl.trainer.actor import Actor
 from prorl.trainer.batch import empty_train_batch, make_train_batch
 from prorl.trainer.evaluate import sample_and_score, summarise_records, validation_metrics
@@ -83,6 +84,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         records = sample_and_score(engine, tok, scorer, D.split_for_rank(world, val_ex), n=vcfg.n,
                                    temperature=vcfg.temperature, top_p=vcfg.top_p,
                                    max_new_tokens=vcfg.max_response_length or cfg.rollout.max_response_length)
+        faults.point("validation")
         results = summarise_records(D.all_gather(world, records), vcfg.n)
         logger.log(step, {**validation_metrics(results, vcfg.n), "timing_s/validate": time.perf_counter() - t0})
         per_source = {ds: r["mean_score"] for ds, r in results.items() if ds != "all"}
@@ -135,6 +137,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
                disable=not (base_cfg.trainer.progress_bar and world.is_main))
     step = state.step
     for step in bar:
+        faults.set_step(step)
         # ---- stage: a later stage may change length, n, data mix, shaping, lr
         if (idx := schedule.stage_at(step, state.stage)) != state.stage:
             cfg = enter_stage(step, idx)
@@ -179,6 +182,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
                 if exp.groups else (empty_train_batch(cfg, pad_token_id=tok.pad_token_id, device=world.device), {})
             metrics |= batch_metrics
             update_metrics = actor.update(batch, cfg.algo, cfg.actor, rng=random.Random(f"{seed}:update:{step}"))
+            faults.point("update")
             t_sync = time.perf_counter()
             engine.load_weights(actor.named_weights())
             metrics |= {"timing_s/weight_sync": time.perf_counter() - t_sync}

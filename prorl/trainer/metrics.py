@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from prorl.trainer import faults
+
 
 class MetricsLogger:
     def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, wandb: bool = False,
@@ -36,6 +38,7 @@ class MetricsLogger:
         clean = {k: _plain(v) for k, v in metrics.items()}
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps({"step": step, **clean}) + "\n")
+        faults.point("metrics")
         for k, v in clean.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 if self._tb is not None:
@@ -48,6 +51,7 @@ class MetricsLogger:
     def event(self, step: int, kind: str, cause: str, **extra: Any) -> None:
         with self.events_path.open("a") as fh:
             fh.write(json.dumps({"step": step, "type": kind, "cause": cause, **extra}) + "\n")
+        faults.point("event")
         if self._tb is not None:
             self._tb.add_text(f"events/{kind}", f"step {step}: {cause}", step)
 

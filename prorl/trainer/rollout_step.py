@@ -11,6 +11,7 @@ import torch
 from prorl.algo.core import cosine_length_penalty, filter_groups, overlong_penalty
 from prorl.data.dataset import Example, PromptSampler
 from prorl.rollout.base import Completion
+from prorl.trainer import faults
 from prorl.trainer.distributed import World, all_gather
 
 
@@ -93,6 +94,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
         t0 = time.perf_counter()  # a rank with nothing to draw this round still joins the collectives below
         groups = engine.generate([ex.prompt_ids for ex in examples], n=n, temperature=temperature,
                                  top_p=top_p, max_new_tokens=max_new_tokens) if examples else []
+        faults.point("generation")
         t1 = time.perf_counter()
         items = []
         for ex, group in zip(examples, groups):
@@ -102,6 +104,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
                               "ground_truth": ex.row["reward_model"]["ground_truth"],
                               "extra_info": ex.row.get("extra_info") or {}})
         verdicts = scorer.score(items) if items else []
+        faults.point("scoring")
         t_rew += time.perf_counter() - t1
         t_gen += t1 - t0
         round_groups = []
