@@ -87,8 +87,9 @@ def test_two_process_run_raises_heldout_accuracy(tmp_path):
 
 
 def test_resume_across_process_counts_and_reset_request_reaches_every_rank(tmp_path):
-    """1 process for steps 1-2, a reset request, 2 processes for 3-4, 1 process again for 5."""
-    common = ("validation.every=0", "trainer.save_every=1", "algo.kl_coef=0.1", "actor.lr=1e-3",
+    """1 process for steps 1-2, a reset request, 2 processes for 3-4, 1 process again for 5 (with
+    activation checkpointing, which must keep working under FSDP2)."""
+    common = ("validation.every=0", "trainer.save_every=1", "algo.kl_coef=0.1", "actor.lr=1e-3", "model.gradient_checkpointing=true",
               "algo.dynamic_sampling=false", "trainer.keep_checkpoints=10")
     run(prorl_train(tmp_path, 1, *common, "trainer.total_steps=2"))
     (tmp_path / RESET_REQUEST).write_text("test\n")
