@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from prorl.models.policy import load_policy
-from prorl.rollout.base import pack
+from prorl.rollout.base import pad_batch
 from prorl.trainer.actor import batch_logprobs, update_actor
 from prorl.trainer.loop import BUILTIN_TINY
 
@@ -22,7 +22,7 @@ def test_micro_batches_add_up_to_the_mini_batch(agg_mode):
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(3, len(tok), (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(8)]
     responses = [torch.randint(3, len(tok), (int(torch.randint(1, 7, (1,), generator=g)),), generator=g).tolist() for _ in range(8)]
-    batch = pack(prompts, responses, tok.pad_token_id)  # ragged lengths: token counts differ per micro-batch
+    batch = pad_batch(prompts, responses, tok.pad_token_id)  # ragged lengths: token counts differ per micro-batch
     old = batch_logprobs(model, batch, 8, 1.0)
     adv = torch.randn(8, generator=g)
 
