@@ -22,20 +22,24 @@ def _head_params(weight: torch.Tensor, bias: torch.Tensor | None, fp32: bool):
 
 
 def _chunk_logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, temperature: float) -> torch.Tensor:
-    """``(h @ w.T + b) / T``, upcast to fp32. # [C, H], [V, H] -> [C, V]"""
+    """``(h @ w.T + b) / T``, upcast to fp32, a fresh tensor the caller may modify. # [C, H], [V, H] -> [C, V]"""
     z = F.linear(h.to(w.dtype), w, b)  # fp32 head: w is fp32; else only the [C, V] block is upcast
     z = z.to(torch.promote_types(z.dtype, torch.float32))
-    return z / temperature if temperature != 1.0 else z
+    return z.div_(temperature) if temperature != 1.0 else z
 
 
 class _ChunkedLogprobs(torch.autograd.Function):
+    """Per chunk, forward: z = logits / T, lse, logp = z[y] - lse, H = -sum p log p (kept: lse, H).
+    Backward: d logp / dz = onehot(y) - p and dH / dz = -p (log p + H), so
+    dz = onehot(y) g - p (g + g_H (log p + H)), computed in place in the recomputed chunk."""
+
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, temperature, chunk, fp32, with_entropy):
         n = hidden.shape[0]
         out_dtype = torch.promote_types(hidden.dtype, torch.float32)  # fp32 (fp64 inputs stay fp64)
         logp = hidden.new_empty(n, dtype=out_dtype)
         lse = hidden.new_empty(n, dtype=out_dtype)
-        ent = hidden.new_empty(n, dtype=out_dtype) if with_entropy else None
+        ent = hidden.new_empty(n, dtype=out_dtype) if with_entropy else hidden.new_zeros(0, dtype=out_dtype)
         w, b = _head_params(weight, bias, fp32)
         for s in range(0, n, chunk):
             z = _chunk_logits(hidden[s:s + chunk], w, b, temperature)  # [C, V]
@@ -43,22 +47,24 @@ class _ChunkedLogprobs(torch.autograd.Function):
             lse[s:s + chunk] = lse_c
             logp[s:s + chunk] = z.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse_c
             if with_entropy:
-                p = torch.exp(z - lse_c[:, None])
-                ent[s:s + chunk] = lse_c - (p * z).sum(-1)
-        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+                z.sub_(lse_c[:, None])  # log p
+                p = z.exp()
+                ent[s:s + chunk] = -(p.unsqueeze(1) @ z.unsqueeze(2)).view(-1)  # -sum p log p, no [C, V] temporary
+            del z
+        ctx.save_for_backward(hidden, weight, bias, targets, lse, ent)
         ctx.temperature, ctx.chunk, ctx.fp32 = temperature, chunk, fp32
         ctx.set_materialize_grads(False)  # unused outputs get None, not zero [N] tensors
-        if ent is None:
-            return logp, hidden.new_zeros(0, dtype=out_dtype)
+        if not with_entropy:
+            ctx.mark_non_differentiable(ent)
         return logp, ent
 
     @staticmethod
     def backward(ctx, g_logp, g_ent):
-        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        hidden, weight, bias, targets, lse, ent = ctx.saved_tensors
         T, chunk, fp32 = ctx.temperature, ctx.chunk, ctx.fp32
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         n = hidden.shape[0]
-        use_ent = g_ent is not None and g_ent.numel() == n
+        use_ent = g_ent is not None and ent.numel() == n
         if g_logp is None and not use_ent:
             return (None,) * 8
         grad_h = torch.empty_like(hidden) if need_h else None
@@ -69,24 +75,28 @@ class _ChunkedLogprobs(torch.autograd.Function):
         w, b = _head_params(weight, bias, fp32)
         for s in range(0, n, chunk):
             h = hidden[s:s + chunk].to(w.dtype)
-            z = _chunk_logits(h, w, b, T)  # [C, V]
-            p = torch.exp(z - lse[s:s + chunk, None])  # [C, V]
-            g = g_logp[s:s + chunk] if g_logp is not None else torch.zeros_like(lse[s:s + chunk])
-            # d logp_t / dz = onehot(y_t) - p ; d H / dz = -p * (z - E_p[z])
-            dz = p * (-g[:, None])
-            if use_ent:
-                ez = (p * z).sum(-1, keepdim=True)  # [C, 1]
-                dz -= g_ent[s:s + chunk, None] * p * (z - ez)
-            dz.scatter_add_(-1, targets[s:s + chunk, None], g[:, None])
+            z = _chunk_logits(h, w, b, T).sub_(lse[s:s + chunk, None])  # [C, V] log p
+            p = z.exp()
+            g = g_logp[s:s + chunk, None] if g_logp is not None else torch.zeros_like(lse[s:s + chunk, None])
+            if use_ent:  # z <- -p (g + g_H (log p + H))
+                z.add_(ent[s:s + chunk, None]).mul_(g_ent[s:s + chunk, None]).add_(g).mul_(p).neg_()
+                dz = z
+            else:
+                dz = p.mul_(-g)
+            del p, z
+            dz.scatter_add_(-1, targets[s:s + chunk, None], g)
             if T != 1.0:
-                dz /= T
+                dz.div_(T)
             dz_mm = dz.to(w.dtype)
             if need_h:
                 grad_h[s:s + chunk] = (dz_mm @ w).to(hidden.dtype)
-            if need_w:
-                grad_w += (dz_mm.t() @ h).to(acc)
+            if need_w and dz_mm.dtype == acc:
+                grad_w.addmm_(dz_mm.t(), h)
+            elif need_w:  # bf16/fp16 head: the chunk's [V, H] product in that dtype, summed in fp32
+                grad_w += dz_mm.t() @ h
             if need_b:
                 grad_b += dz.sum(0).to(acc)
+            del dz, dz_mm
         return (grad_h, None if grad_w is None else grad_w.to(weight.dtype),
                 None if grad_b is None else grad_b.to(bias.dtype), None, None, None, None, None)
 

@@ -207,6 +207,7 @@ def packed_response_logprobs(
     out = model(input_ids=packed.input_ids, position_ids=packed.position_ids, attention_mask=None,
                 use_cache=False, output_hidden_states=True, logits_to_keep=1, **kwargs)
     hidden = out.hidden_states[-1]  # [N, L, H], after the final norm
+    del out  # drop the other layers' hidden states (bf16 models save fp32 copies, not these)
     h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, packed.logit_index)  # [T, H]
     head = model.get_output_embeddings()
     logp, ent = chunked_logprobs(h, head.weight, packed.target_ids, bias=getattr(head, "bias", None),
