@@ -90,7 +90,7 @@ class ActorConfig:
     max_tokens_per_row: int = f(0, "padding-free update: tokens per packed row (0 = auto: one row per micro-batch with "
                                 "flash-attention varlen, the micro-batch's longest sequence with sdpa/eager, whose attention "
                                 "cost grows with the square of the row)")
-    logprob_chunk_tokens: int = f(4096, "tokens per LM-head chunk when computing log-probs/entropy: at most this many rows of "
+    logprob_chunk_tokens: int = f(2048, "tokens per LM-head chunk when computing log-probs/entropy: at most this many rows of "
                                   "[tokens, vocab] fp32 logits exist at a time, forward and backward (0 = one chunk)")
     fp32_lm_head: bool = f(False, "run the LM head (log-probs/entropy) in fp32 even when the model is bf16/fp16")
 

@@ -108,7 +108,7 @@ def chunked_logprobs(
     *,
     bias: torch.Tensor | None = None,  # [V]
     temperature: float = 1.0,
-    chunk_tokens: int = 4096,
+    chunk_tokens: int = 2048,
     fp32: bool = False,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -190,7 +190,7 @@ def packed_response_logprobs(
     *,
     temperature: float = 1.0,
     with_entropy: bool = False,
-    chunk_tokens: int = 4096,
+    chunk_tokens: int = 2048,
     fp32_lm_head: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each response token (and optionally the entropy there) from one forward over the
