@@ -253,3 +253,23 @@ def test_micro_batches_fall_back_to_sequence_count():
     assert micro_batches([5] * 7, max_tokens=0, micro_batch_size=3) == [[0, 1, 2], [3, 4, 5], [6]]
     assert micro_batches([5] * 2, max_tokens=0, micro_batch_size=3, min_micro_batches=2) == [[0, 1], []]
     assert micro_batches([400, 300, 300], max_tokens=600, micro_batch_size=1) == [[0], [1, 2]]
+
+
+def test_packed_gradients_with_activation_checkpointing(policy, batch):
+    """Activation checkpointing (recomputing each layer in the backward) leaves the packed gradients unchanged."""
+    model, _ = policy
+    _, _, pb = batch
+    pk = pack_padded(pb, max_tokens_per_row=100)
+
+    def grads(m):
+        m.zero_grad(set_to_none=True)
+        lp, ent = packed_response_logprobs(m, pk, with_entropy=True, chunk_tokens=40)
+        (lp.sum() + ent.sum()).backward()
+        return {n: p.grad.clone() for n, p in m.named_parameters()}
+
+    ckpt = copy.deepcopy(model).train()
+    getattr(ckpt, "activation_checkpointing_enable", ckpt.gradient_checkpointing_enable)()
+    assert ckpt.model.gradient_checkpointing
+    want, got = grads(copy.deepcopy(model).train()), grads(ckpt)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-5 * want[name].abs().max().item(), rtol=1e-4, msg=name)
