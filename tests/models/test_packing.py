@@ -273,3 +273,19 @@ def test_packed_gradients_with_activation_checkpointing(policy, batch):
     want, got = grads(copy.deepcopy(model).train()), grads(ckpt)
     for name in want:
         torch.testing.assert_close(got[name], want[name], atol=1e-5 * want[name].abs().max().item(), rtol=1e-4, msg=name)
+
+
+def test_empty_micro_batch_runs_a_dummy_forward_and_backward(policy):
+    """A micro-batch with nothing to score (empty responses, or the padding micro-batch that keeps
+    FSDP ranks in step) still runs one forward and backward, with zero gradients."""
+    model, _ = policy
+    for prompts, responses in (([[5, 6]], [[]]), ([], [])):
+        pk = pack_sequences(prompts, responses)
+        assert pk.target_ids.numel() == 0 and pk.input_ids.shape == (1, 1)  # one padding token
+        model.zero_grad(set_to_none=True)
+        lp, ent = packed_response_logprobs(model, pk, with_entropy=True)
+        assert lp.shape == ent.shape == (len(prompts), 1)
+        (lp.sum() + ent.sum()).backward()
+        grads = [p.grad for p in model.parameters()]
+        assert all(g is not None and not g.abs().any() for g in grads)
+    model.zero_grad(set_to_none=True)
