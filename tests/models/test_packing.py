@@ -18,6 +18,7 @@ from prorl.models.packing import (
     micro_batches,
     pack_padded,
     pack_sequences,
+    packed_batch_logprobs,
     packed_response_logprobs,
     sequence_lengths,
     token_budget_micro_batches,
@@ -289,3 +290,19 @@ def test_empty_micro_batch_runs_a_dummy_forward_and_backward(policy):
         grads = [p.grad for p in model.parameters()]
         assert all(g is not None and not g.abs().any() for g in grads)
     model.zero_grad(set_to_none=True)
+
+
+def test_packed_batch_logprobs_equal_padded(policy, batch):
+    """The no-grad whole-batch helper (old / reference log-probs) in 300-token micro-batches."""
+    model, _ = policy
+    _, _, pb = batch
+    with torch.no_grad():
+        want, _ = response_logprobs(model, pb.input_ids, pb.attention_mask, pb.response_len, temperature=1.2)
+    model.train()
+    got = packed_batch_logprobs(model, pb, max_tokens_per_micro_batch=300, temperature=1.2, chunk_tokens=64)
+    assert model.training  # the mode is restored
+    model.eval()
+    m = pb.response_mask.bool()
+    assert got.shape == want.shape and not got.requires_grad
+    torch.testing.assert_close(got[m], want[m], atol=1e-5, rtol=1e-5)
+    assert (got[~m] == 0).all()
