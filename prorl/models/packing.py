@@ -216,6 +216,36 @@ def packed_response_logprobs(
     return packed.scatter(logp), (packed.scatter(ent) if ent is not None else None)
 
 
+@torch.no_grad()
+def packed_batch_logprobs(
+    model,
+    batch,
+    *,
+    max_tokens_per_micro_batch: int,
+    max_tokens_per_row: int = 0,
+    temperature: float = 1.0,
+    chunk_tokens: int = 2048,
+    fp32_lm_head: bool = False,
+    pad_id: int = 0,
+    min_micro_batches: int = 1,
+) -> torch.Tensor:
+    """Log-probs of every response token of a ``PaddedBatch`` without grad (old / reference
+    policy), in token-budget micro-batches of packed rows, in eval mode. # -> [B, R]"""
+    was_training = model.training
+    model.eval()
+    lengths = sequence_lengths(batch)
+    out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=batch.input_ids.device)
+    for mb in token_budget_micro_batches(lengths, max_tokens_per_micro_batch, min_micro_batches=min_micro_batches):
+        rows = default_row_tokens(model, [lengths[i] for i in mb], max_tokens_per_row)
+        packed = pack_padded(batch, mb, max_tokens_per_row=rows, pad_id=pad_id)
+        lp, _ = packed_response_logprobs(model, packed, temperature=temperature, chunk_tokens=chunk_tokens,
+                                         fp32_lm_head=fp32_lm_head)
+        if mb:
+            out[torch.tensor(mb, device=out.device)] = lp.to(out.dtype)
+    model.train(was_training)
+    return out
+
+
 # --------------------------------------------------------------------------- micro-batches
 
 def token_budget_micro_batches(lengths: Sequence[int], max_tokens: int, *,
