@@ -2,10 +2,11 @@
 ``[N, V]`` logits of a whole micro-batch (a 151,936-word vocabulary at 16k tokens is ~10 GB in fp32).
 
 :func:`chunked_logprobs` is a custom autograd function: the forward keeps only each token's
-log-sum-exp (``[N]`` fp32); the backward recomputes each chunk's logits and writes the gradient of
-the hidden states and of the head weight directly, so memory stays at one ``[chunk, V]`` block in
-both directions. The result equals the plain ``log_softmax(h @ W.T / T)`` path (value and gradient)
-up to float rounding; ``tests/models/test_packing.py`` checks it within 1e-5.
+log-sum-exp and entropy (``[N]`` fp32); the backward recomputes each chunk's logits and writes the
+gradient of the hidden states and of the head weight directly, so at most a few ``[chunk, V]`` fp32
+blocks exist at a time in either direction (plus the head-weight gradient, summed in fp32). The
+result equals the plain ``log_softmax(h @ W.T / T)`` path in value and gradient up to float rounding:
+``tests/models/test_chunked_head.py`` checks 1e-10 in fp64 and 1e-5 in fp32.
 """
 
 from __future__ import annotations
