@@ -93,7 +93,15 @@ class ActorConfig:
     train_batch_size: int = f(256, "prompts per training step (after dynamic-sampling filtering)")
     ppo_mini_batch_size: int = f(64, "prompts per optimizer update; train_batch_size / this = updates per step")
     ppo_epochs: int = f(1, "passes over each step's batch")
-    micro_batch_size: int = f(64, "sequences per forward/backward (gradient accumulation)")
+    micro_batch_size: int = f(64, "sequences per forward/backward (gradient accumulation); used when max_tokens_per_micro_batch is 0")
+    max_tokens_per_micro_batch: int = f(0, "padding-free update: micro-batches hold at most this many tokens (prompt + response, "
+                                        "packed without padding; a longer sequence runs alone); 0 = micro_batch_size sequences, padded")
+    max_tokens_per_row: int = f(0, "padding-free update: tokens per packed row (0 = auto: one row per micro-batch with "
+                                "flash-attention varlen, the micro-batch's longest sequence with sdpa/eager, whose attention "
+                                "cost grows with the square of the row)")
+    logprob_chunk_tokens: int = f(2048, "tokens per LM-head chunk when computing log-probs/entropy: at most this many rows of "
+                                  "[tokens, vocab] fp32 logits exist at a time, forward and backward (0 = one chunk)")
+    fp32_lm_head: bool = f(False, "run the LM head (log-probs/entropy) in fp32 even when the model is bf16/fp16")
 
 
 @dataclass
@@ -387,6 +395,8 @@ def validate(cfg: Config) -> None:
         (a.ppo_mini_batch_size >= 1 and a.train_batch_size % a.ppo_mini_batch_size == 0,
          f"actor.train_batch_size ({a.train_batch_size}) must be a multiple of actor.ppo_mini_batch_size ({a.ppo_mini_batch_size})"),
         (a.ppo_epochs >= 1, "actor.ppo_epochs must be >= 1"),
+        (a.max_tokens_per_micro_batch >= 0 and a.max_tokens_per_row >= 0 and a.logprob_chunk_tokens >= 0,
+         "actor.max_tokens_per_micro_batch, max_tokens_per_row and logprob_chunk_tokens must be >= 0"),
         (cfg.trainer.total_steps >= 0, "trainer.total_steps must be >= 0"),
         (cfg.validation.n >= 1, "validation.n must be >= 1"),
         (cfg.reward.num_workers >= 1, "reward.num_workers must be >= 1"),

@@ -285,6 +285,8 @@ def test_valid_choices_accepted(est):
         (["actor.lr=0"], "actor.lr"),
         (["actor.betas=[0.9]"], "betas"),
         (["actor.micro_batch_size=0"], "batch sizes"),
+        (["actor.max_tokens_per_micro_batch=-1"], "max_tokens_per_micro_batch"),
+        (["actor.logprob_chunk_tokens=-1"], "logprob_chunk_tokens"),
         (["reward.timeout_s=0"], "timeout_s"),
     ],
 )

@@ -7,7 +7,7 @@ import torch
 
 from prorl.algo.core import compute_advantages
 from prorl.config import Config
-from prorl.rollout.base import PackedBatch, pack
+from prorl.rollout.base import PaddedBatch, pad_batch
 from prorl.trainer.actor import TrainBatch
 from prorl.trainer.rollout_step import Group
 
@@ -20,7 +20,7 @@ def make_train_batch(groups: list[Group], cfg: Config, *, pad_token_id: int, dev
     n = len(groups[0].completions)
     prompts = [g.example.prompt_ids for g in groups for _ in range(n)]
     responses = [c.token_ids for g in groups for c in g.completions]
-    seqs = pack(prompts, responses, pad_token_id).to(device)
+    seqs = pad_batch(prompts, responses, pad_token_id).to(device)
     rewards = torch.tensor([r for g in groups for r in g.rewards])  # [B]
     group_ids = torch.arange(len(groups)).repeat_interleave(n)  # [B]
     valid = torch.tensor([s != INFRA_ERROR for g in groups for s in g.statuses])  # [B]
@@ -41,7 +41,7 @@ def make_train_batch(groups: list[Group], cfg: Config, *, pad_token_id: int, dev
 def empty_train_batch(cfg: Config, *, pad_token_id: int, device: str) -> TrainBatch:
     """No groups on this rank this step (dynamic sampling left it none): it still takes part in the
     update's collectives with zero-weight passes."""
-    seqs = PackedBatch(torch.full((0, 2), pad_token_id, device=device), torch.zeros(0, 2, dtype=torch.long, device=device),
+    seqs = PaddedBatch(torch.full((0, 2), pad_token_id, device=device), torch.zeros(0, 2, dtype=torch.long, device=device),
                        torch.zeros(0, 1, device=device), 1)
     return TrainBatch(seqs, torch.zeros(0, device=device), seqs.response_mask, cfg.rollout.n,
                       cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from prorl.config import load_config
-from prorl.rollout.base import pack
+from prorl.rollout.base import pad_batch
 from prorl.trainer import distributed as D
 from prorl.trainer.actor import Actor, TrainBatch
 
@@ -28,7 +28,7 @@ def main(checkpoint: str, out: str, optimizer: str) -> None:
     responses = [torch.randint(3, vocab, (int(torch.randint(1, 12, (1,), generator=g)),), generator=g).tolist() for _ in range(groups * n)]
     adv = torch.randn(groups * n, generator=g)
     mine = [i for grp in D.split_for_rank(world, range(groups)) for i in range(grp * n, (grp + 1) * n)]
-    seqs = pack([prompts[i] for i in mine], [responses[i] for i in mine], pad)
+    seqs = pad_batch([prompts[i] for i in mine], [responses[i] for i in mine], pad)
     batch = TrainBatch(seqs, adv[mine], seqs.response_mask, n, 1.2)
     if optimizer == "sgd":
         actor.optimizer = torch.optim.SGD(actor.model.parameters(), lr=0.1)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from prorl.config import load_config
-from prorl.rollout.base import pack
+from prorl.rollout.base import pad_batch
 from prorl.trainer.actor import Actor, TrainBatch
 from prorl.trainer.distributed import World
 from prorl.trainer.setup import BUILTIN_TINY
@@ -26,7 +26,7 @@ def random_batch(vocab: int, pad: int, *, groups: int = 2, n: int = 4, seed: int
     B = groups * n
     prompts = [torch.randint(3, vocab, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(B)]
     responses = [torch.randint(3, vocab, (int(torch.randint(1, 7, (1,), generator=g)),), generator=g).tolist() for _ in range(B)]
-    seqs = pack(prompts, responses, pad)  # ragged lengths: token counts differ per micro-batch
+    seqs = pad_batch(prompts, responses, pad)  # ragged lengths: token counts differ per micro-batch
     advantages = torch.randn(B, generator=g) if adv is None else adv
     return TrainBatch(seqs, advantages, seqs.response_mask, n, 1.0)
 
