@@ -83,7 +83,3 @@ def pad_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
             rmask[i, :len(r)] = 1.0
     return PaddedBatch(ids, attn, rmask, R)
 
-
-# Temporary aliases for prorl/trainer/actor.py and loop.py until they move to the new names.
-PackedBatch = PaddedBatch
-pack = pad_batch

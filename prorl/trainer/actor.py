@@ -22,8 +22,10 @@ import torch
 
 from prorl.algo.core import aggregate_loss, kl_penalty, make_policy_loss, masked_mean
 from prorl.config import ActorConfig, AlgoConfig, Config
+from prorl.models.packing import (default_row_tokens, pack_padded, pack_sequences, packed_response_logprobs,
+                                  token_budget_micro_batches)
 from prorl.models.policy import load_policy, response_logprobs
-from prorl.rollout.base import PackedBatch
+from prorl.rollout.base import PaddedBatch
 from prorl.trainer import distributed as D
 
 
@@ -31,7 +33,7 @@ from prorl.trainer import distributed as D
 class TrainBatch:
     """One step's training data on this rank: ``B = groups x group_size`` sequences."""
 
-    seqs: PackedBatch  # input ids / masks [B, P + R]
+    seqs: PaddedBatch  # input ids / masks [B, P + R]
     advantages: torch.Tensor  # [B]
     loss_mask: torch.Tensor  # [B, R] response tokens that count in the loss
     group_size: int
@@ -77,23 +79,50 @@ class Actor:
 
     # ------------------------------------------------------------------ log-probs
     @torch.no_grad()
-    def logprobs(self, seqs: PackedBatch, *, temperature: float, reference: bool = False,
-                 micro_batch_size: int | None = None) -> torch.Tensor:
+    def logprobs(self, seqs: PaddedBatch, *, temperature: float, reference: bool = False) -> torch.Tensor:
         """Log-prob of every response token under the policy (or the reference), no grad. # -> [B, R]"""
         model = self.reference if reference else self.model
-        mbs = micro_batch_size or self.cfg.actor.micro_batch_size
         was_training = model.training
         model.eval()
-        B = seqs.input_ids.shape[0]
-        chunks = [torch.arange(s, min(s + mbs, B)) for s in range(0, B, mbs)]
-        out = []
-        for idx in self._pad_to_global_count(chunks):
-            sub = seqs.select(idx) if idx is not None else self._dummy()
-            lp, _ = response_logprobs(model, sub.input_ids, sub.attention_mask, sub.response_len, temperature=temperature)
+        out = torch.zeros(seqs.input_ids.shape[0], seqs.response_len, device=seqs.input_ids.device)
+        all_rows = torch.arange(seqs.input_ids.shape[0], device=seqs.input_ids.device)
+        for idx in self._micro_batches(seqs, all_rows):
+            lp, _ = self._forward(model, seqs, idx, temperature=temperature, with_entropy=False)
             if idx is not None:
-                out.append(lp)
+                out[idx] = lp
         model.train(was_training)
-        return torch.cat(out) if out else torch.zeros(0, seqs.response_len, device=seqs.input_ids.device)
+        return out
+
+    def _micro_batches(self, seqs: PaddedBatch, idx: torch.Tensor) -> list[torch.Tensor | None]:
+        """Rows ``idx`` in micro-batches: by token budget (``actor.max_tokens_per_micro_batch``) or
+        ``actor.micro_batch_size`` sequences; ``None``-padded to the same count on every rank."""
+        a = self.cfg.actor
+        if a.max_tokens_per_micro_batch > 0:
+            lengths = seqs.attention_mask[idx].sum(-1).tolist()
+            chunks = [idx[torch.tensor(mb, device=idx.device)] for mb in
+                      token_budget_micro_batches(lengths, a.max_tokens_per_micro_batch)] if len(idx) else []
+        else:
+            chunks = [idx[s:s + a.micro_batch_size] for s in range(0, len(idx), a.micro_batch_size)]
+        return self._pad_to_global_count(chunks)
+
+    def _forward(self, model: torch.nn.Module, seqs: PaddedBatch, idx: torch.Tensor | None, *, temperature: float,
+                 with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Response log-probs (and entropy) of rows ``idx``: packed without padding when
+        ``actor.max_tokens_per_micro_batch`` is set, else the padded layout. ``idx=None``: a dummy
+        pass that keeps FSDP collectives in step. # -> ([n, R], [n, R] | None)"""
+        a, pad = self.cfg.actor, self.tokenizer.pad_token_id
+        if a.max_tokens_per_micro_batch > 0:
+            if idx is None:
+                packed = pack_sequences([], [], pad_id=pad).to(self.world.device)
+            else:
+                lengths = seqs.attention_mask[idx].sum(-1).tolist()
+                packed = pack_padded(seqs, idx, pad_id=pad,
+                                     max_tokens_per_row=default_row_tokens(model, lengths, a.max_tokens_per_row))
+            return packed_response_logprobs(model, packed, temperature=temperature, with_entropy=with_entropy,
+                                            chunk_tokens=a.logprob_chunk_tokens, fp32_lm_head=a.fp32_lm_head)
+        sub = seqs.select(idx) if idx is not None else self._dummy()
+        return response_logprobs(model, sub.input_ids, sub.attention_mask, sub.response_len, temperature=temperature,
+                                 with_entropy=with_entropy)
 
     # ------------------------------------------------------------------ update
     def update(self, batch: TrainBatch, algo: AlgoConfig, actor: ActorConfig, *, rng: random.Random) -> dict[str, float]:
@@ -137,23 +166,18 @@ class Actor:
         local = float(agg_count(batch.loss_mask[idx], algo.loss_agg_mode)) if len(idx) else 0.0
         total = max(1.0, D.all_reduce(self.world, local))
         self.optimizer.zero_grad(set_to_none=True)
-        mbs = actor.micro_batch_size
-        chunks = [idx[s:s + mbs] for s in range(0, len(idx), mbs)]
         loss_fn = make_policy_loss(algo)  # the registered loss algo.policy_loss names
-        for sub in self._pad_to_global_count(chunks):
+        for sub in self._micro_batches(batch.seqs, idx):
             weight = 0.0 if sub is None else \
                 float(agg_count(batch.loss_mask[sub], algo.loss_agg_mode)) / total * self.world.world_size
             if weight == 0.0 and not self.world.distributed:
                 continue
             if weight == 0.0:  # nothing counted here (or no micro-batch left on this rank): a zero-weight
-                seqs = self._dummy()  # pass keeps every rank's FSDP collectives in step
-                logp, _ = response_logprobs(self.model, seqs.input_ids, seqs.attention_mask, seqs.response_len)
-                (logp.sum() * 0.0).backward()
+                logp, _ = self._forward(self.model, batch.seqs, None, temperature=1.0, with_entropy=False)
+                (logp.sum() * 0.0).backward()  # pass keeps every rank's FSDP collectives in step
                 continue
             mask = batch.loss_mask[sub]
-            seqs = batch.seqs.select(sub)
-            logp, ent = response_logprobs(self.model, seqs.input_ids, seqs.attention_mask, seqs.response_len,
-                                          temperature=batch.temperature, with_entropy=True)
+            logp, ent = self._forward(self.model, batch.seqs, sub, temperature=batch.temperature, with_entropy=True)
             old = logp.detach() if old_logp is None else old_logp[sub]
             pl = loss_fn(logp, old, batch.advantages[sub], mask, rollout_is_weights=None)
             loss = pl.loss
@@ -191,10 +215,10 @@ class Actor:
         n = int(D.all_reduce(self.world, len(chunks), op="max"))
         return list(chunks) + [None] * (n - len(chunks))
 
-    def _dummy(self) -> PackedBatch:
+    def _dummy(self) -> PaddedBatch:
         pad = self.tokenizer.pad_token_id
         dev = self.world.device
-        return PackedBatch(torch.full((1, 2), pad, device=dev), torch.ones(1, 2, dtype=torch.long, device=dev),
+        return PaddedBatch(torch.full((1, 2), pad, device=dev), torch.ones(1, 2, dtype=torch.long, device=dev),
                            torch.zeros(1, 1, device=dev), 1)
 
     def _mean_over_ranks(self, stats: dict[str, list[float]]) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """Run by tests/trainer/test_distributed.py, under torchrun or plain python: Actor updates on a
 fixed global batch (this rank's share of its groups), then the full parameters saved by rank 0.
 ``sgd``: two SGD updates (parameters move by exactly lr x gradient, so they compare elementwise);
-``adamw``: one AdamW update (as in training)."""
+``adamw``: one AdamW update (as in training). ``packed``: padding-free micro-batches of at most 40
+tokens (so ranks run different numbers of them), else 3 padded sequences each."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from prorl.trainer import distributed as D
 from prorl.trainer.actor import Actor, TrainBatch
 
 
-def main(checkpoint: str, out: str, optimizer: str) -> None:
+def main(checkpoint: str, out: str, optimizer: str, packed: bool) -> None:
     world = D.init_world("cpu", threads=1)
     cfg = load_config(None, ["algo.kl_coef=0.5", "algo.entropy_coef=0.01", "actor.lr=1e-3", "actor.micro_batch_size=3",
-                             "actor.ppo_mini_batch_size=4", "actor.grad_clip=0.5", "algo.loss_agg_mode=token-mean"])
+                             "actor.ppo_mini_batch_size=4", "actor.grad_clip=0.5", "algo.loss_agg_mode=token-mean",
+                             f"actor.max_tokens_per_micro_batch={40 if packed else 0}"])
     actor = Actor(cfg, world, model_path=checkpoint, needs_reference=True, checkpoint=Path(checkpoint))
     groups, n, vocab, pad = 4, 4, len(actor.tokenizer), actor.tokenizer.pad_token_id
     g = torch.Generator().manual_seed(3)
@@ -41,4 +43,4 @@ def main(checkpoint: str, out: str, optimizer: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3])
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "packed")

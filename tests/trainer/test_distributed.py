@@ -43,15 +43,15 @@ def policy_with_distinct_reference(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_two_process_update_equals_one_process_update(policy_with_distinct_reference, tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer,layout", [("sgd", "padded"), ("adamw", "padded"), ("sgd", "packed")])
+def test_two_process_update_equals_one_process_update(policy_with_distinct_reference, tmp_path, optimizer, layout):
     """Same global batch, 1 vs 2 processes (each rank a share of the groups, uneven micro-batches):
     the same loss, gradient and parameters. SGD compares elementwise (the update is lr x gradient);
     AdamW's sign-like step turns float noise into a full step where a gradient is mathematically 0
     (e.g. the key bias, which softmax ignores), so it compares the whole parameter vector."""
     ck = str(policy_with_distinct_reference)
-    run([sys.executable, str(WORKER), ck, str(tmp_path / "one.pt"), optimizer])
-    run(torchrun(2, str(WORKER), ck, str(tmp_path / "two.pt"), optimizer))
+    run([sys.executable, str(WORKER), ck, str(tmp_path / "one.pt"), optimizer, layout])
+    run(torchrun(2, str(WORKER), ck, str(tmp_path / "two.pt"), optimizer, layout))
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     start, _ = load_policy(policy_with_distinct_reference)
     moved = max(float((one["params"][k] - v.detach()).abs().max()) for k, v in start.named_parameters())
@@ -77,7 +77,9 @@ def prorl_train(run_dir: Path, nproc: int, *extra: str) -> list[str]:
 
 
 def test_two_process_run_raises_heldout_accuracy(tmp_path):
-    run(prorl_train(tmp_path, 2, "validation.every=12", "trainer.total_steps=12", "trainer.save_every=0"))
+    """FSDP2 on 2 processes with the padding-free (packed) update."""
+    run(prorl_train(tmp_path, 2, "validation.every=12", "trainer.total_steps=12", "trainer.save_every=0",
+                    "actor.max_tokens_per_micro_batch=256"))
     val = {m["step"]: m["val-core/builtin/sort/acc/mean@4"] for m in read_metrics(tmp_path)
            if "val-core/builtin/sort/acc/mean@4" in m}
     assert val[12] >= val[0] + 0.15, f"2-process run: held-out accuracy {val[0]:.3f} -> {val[12]:.3f}"
