@@ -32,8 +32,8 @@ def main() -> None:
     from prorl.data.dataset import build_examples
     from prorl.models.policy import load_policy
     from prorl.rollout import _BUILTIN_TINY, make_engine
-    from prorl.rollout.base import pack, pack_logprobs
-    from prorl.trainer.actor import batch_logprobs
+    from prorl.models.policy import response_logprobs
+    from prorl.rollout.base import pad_batch, pad_logprobs
 
     model, tok = load_policy(_BUILTIN_TINY)
     rows = generate_rows("add", 64, 0, "val") + generate_rows("sort", 64, 0, "val")
@@ -46,9 +46,12 @@ def main() -> None:
     groups = engine.generate(prompts, n=args.n, temperature=args.temperature, top_p=1.0,
                              max_new_tokens=args.max_new_tokens)
     flat = [c for g in groups for c in g]
-    batch = pack([p for p in prompts for _ in range(args.n)], [c.token_ids for c in flat], tok.pad_token_id)
-    logp_train = batch_logprobs(model, batch, 64, args.temperature)  # [B, R] the trainer's fp32 old log-probs
-    logp_rollout = pack_logprobs([c.logprobs for c in flat], batch.response_len)  # [B, R]
+    batch = pad_batch([p for p in prompts for _ in range(args.n)], [c.token_ids for c in flat], tok.pad_token_id)
+    with torch.no_grad():  # [B, R] the trainer's fp32 old log-probs
+        logp_train = torch.cat([response_logprobs(model.eval(), batch.input_ids[s:s + 64], batch.attention_mask[s:s + 64],
+                                                  batch.response_len, temperature=args.temperature)[0]
+                                for s in range(0, len(flat), 64)])
+    logp_rollout = pad_logprobs([c.logprobs for c in flat], batch.response_len)  # [B, R]
     print(f"engine {args.engine_dtype} vs trainer float32: {len(flat)} responses, "
           f"{int(batch.response_mask.sum())} tokens, temperature {args.temperature}")
     bounds = {"geo_seq": (0.99, 1.01)}

@@ -54,10 +54,10 @@ def main() -> None:
     from prorl.data.builtin_tasks import generate_rows
     from prorl.data.dataset import build_examples
     from prorl.models.policy import load_policy
-    from prorl.rollout.base import pack
+    from prorl.rollout.base import pad_batch
     from prorl.rollout.hf import HFRolloutEngine
     from prorl.trainer.actor import batch_logprobs, update_actor
-    from prorl.trainer.loop import BUILTIN_TINY
+    from prorl.trainer.setup import BUILTIN_TINY
 
     model, tok = load_policy(BUILTIN_TINY)
     rows = generate_rows("add", args.prompts, 0, "train")
@@ -75,7 +75,7 @@ def main() -> None:
         responses = [c.token_ids for g in groups for c in g]
         gen_tps.append(sum(map(len, responses)) / dt)
 
-        batch = pack([e.prompt_ids for e in examples for _ in range(args.n)], responses, tok.pad_token_id)
+        batch = pad_batch([e.prompt_ids for e in examples for _ in range(args.n)], responses, tok.pad_token_id)
         old = batch_logprobs(model, batch, 128, 1.2)
         adv = torch.randn(batch.input_ids.shape[0])
         t = time.perf_counter()

@@ -66,14 +66,14 @@ def dataset_rows(spec: str, seed: int) -> list[dict]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from prorl.data.dataset import DataError, build_examples
     from transformers import AutoTokenizer
 
     from prorl.config import RolloutConfig
+    from prorl.data.dataset import DataError, build_examples
     from prorl.rewards.scorer import RewardScorer
     from prorl.rollout import make_engine
     from prorl.trainer.evaluate import evaluate
-    from prorl.trainer.loop import resolve_model_path
+    from prorl.trainer.setup import resolve_model_path
 
     torch.manual_seed(args.seed)
     try:
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     examples, dropped = build_examples(rows, tok, max_prompt_length=10**9)
     engine = make_engine(RolloutConfig(engine=args.engine), path, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                         seed=args.seed, device=device)
+                         dtype="float32", seed=args.seed, device=device)
     with RewardScorer(num_workers=args.workers, timeout_s=args.timeout) as scorer:
         results = evaluate(engine, tok, scorer, examples, n=args.samples, temperature=args.temperature,
                            top_p=args.top_p, max_new_tokens=args.max_new_tokens, progress=True)

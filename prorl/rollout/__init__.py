@@ -4,51 +4,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-from prorl.rollout.base import Completion, RolloutEngine
-
-if TYPE_CHECKING:
-    from prorl.config import RolloutConfig
-
-__all__ = ["Completion", "RolloutEngine", "make_engine"]
+from prorl.config import RolloutConfig
+from prorl.rollout.base import RolloutEngine
 
 _BUILTIN_TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny-warmstart"
 
 
-def make_engine(
-    rollout_cfg: "RolloutConfig",
-    model_path: str,
-    *,
-    eos_token_id: int | Sequence[int],
-    pad_token_id: int,
-    dtype: str = "float32",
-    seed: int = 0,
-    device: str = "cpu",
-) -> RolloutEngine:
-    """The engine ``rollout_cfg.engine`` names, with its own copy of the model at ``model_path``
-    (an HF directory or hub name; ``builtin:tiny`` is the shipped warm start).
+def make_engine(rollout: RolloutConfig, model_path: str, *, eos_token_id: int | Sequence[int], pad_token_id: int,
+                dtype: str, seed: int, device: str) -> RolloutEngine:
+    """The engine ``rollout.engine`` names, with its own copy of the model at ``model_path`` (HF
+    format; ``builtin:tiny`` is the shipped warm start); the trainer then streams its current
+    weights in with ``load_weights``.
 
-    Both engines take the trainer's weights through ``load_weights`` after each update. ``seed``
-    seeds vLLM's sampling; the hf engine samples from torch's global generator (seeded by the
-    trainer), as before. ``device`` is the trainer's device: the engine is colocated there.
+    ``seed`` seeds vLLM's sampling; the hf engine samples from torch's global generator (seeded by
+    the trainer). ``device`` is the trainer's device: the engine is colocated there.
     """
     path = str(_BUILTIN_TINY) if model_path == "builtin:tiny" else str(model_path)
-    if rollout_cfg.engine == "hf":
+    if rollout.engine == "hf":
         from prorl.models.policy import load_policy
         from prorl.rollout.hf import HFRolloutEngine
 
         model, _ = load_policy(path, dtype=dtype, device=device)
-        model.requires_grad_(False).eval()
+        model.requires_grad_(False)
         return HFRolloutEngine(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                               max_batch_size=rollout_cfg.max_batch_size)
-    if rollout_cfg.engine == "vllm":
+                               max_batch_size=rollout.max_batch_size)
+    if rollout.engine == "vllm":
         from prorl.rollout.vllm import VLLMRolloutEngine
 
         return VLLMRolloutEngine(
             path, eos_token_id=eos_token_id, pad_token_id=pad_token_id, dtype=dtype, seed=seed, device=device,
-            gpu_memory_utilization=rollout_cfg.gpu_memory_utilization,
-            tensor_parallel_size=rollout_cfg.tensor_parallel_size, cpu_kv_cache_gib=rollout_cfg.cpu_kv_cache_gib,
-            max_model_len=rollout_cfg.max_model_len, enforce_eager=rollout_cfg.enforce_eager,
-            sleep_level=rollout_cfg.sleep_level)
-    raise ValueError(f"unknown rollout engine {rollout_cfg.engine!r}; expected hf or vllm")
+            gpu_memory_utilization=rollout.gpu_memory_utilization, tensor_parallel_size=rollout.tensor_parallel_size,
+            cpu_kv_cache_gib=rollout.cpu_kv_cache_gib, max_model_len=rollout.max_model_len,
+            enforce_eager=rollout.enforce_eager, sleep_level=rollout.sleep_level)
+    raise ValueError(f"unknown rollout engine {rollout.engine!r}; expected hf or vllm")

@@ -46,24 +46,26 @@ class RolloutEngine(Protocol):
 
 
 @dataclass
-class PackedBatch:
-    """Prompts left-padded and responses right-padded into one ``[B, P + R]`` tensor (verl layout)."""
+class PaddedBatch:
+    """Prompts left-padded and responses right-padded into one ``[B, P + R]`` tensor (verl layout).
+
+    The padding-free layout for the update is :class:`prorl.models.packing.PackedRows`."""
 
     input_ids: torch.Tensor  # [B, P + R]
     attention_mask: torch.Tensor  # [B, P + R]
     response_mask: torch.Tensor  # [B, R] 1 on real response tokens (EOS included)
     response_len: int  # R
 
-    def to(self, device) -> "PackedBatch":
-        return PackedBatch(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device),
+    def to(self, device) -> "PaddedBatch":
+        return PaddedBatch(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device),
                            self.response_len)
 
-    def select(self, idx: torch.Tensor) -> "PackedBatch":
-        return PackedBatch(self.input_ids[idx], self.attention_mask[idx], self.response_mask[idx], self.response_len)
+    def select(self, idx: torch.Tensor) -> "PaddedBatch":
+        return PaddedBatch(self.input_ids[idx], self.attention_mask[idx], self.response_mask[idx], self.response_len)
 
 
-def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> PackedBatch:
-    """Pack parallel lists of prompt and response token ids into a :class:`PackedBatch`."""
+def pad_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> PaddedBatch:
+    """Pad parallel lists of prompt and response token ids into a :class:`PaddedBatch`."""
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses must have the same length")
     P = max(len(p) for p in prompts)
@@ -79,12 +81,12 @@ def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], p
             ids[i, P:P + len(r)] = torch.tensor(list(r), dtype=torch.long)
             attn[i, P:P + len(r)] = 1
             rmask[i, :len(r)] = 1.0
-    return PackedBatch(ids, attn, rmask, R)
+    return PaddedBatch(ids, attn, rmask, R)
 
 
-def pack_logprobs(logprobs: Sequence[Sequence[float] | None], response_len: int) -> torch.Tensor | None:
-    """The engine's per-token sampling log-probs in :func:`pack`'s response layout, right-padded
-    with 0 to ``response_len`` (the packed batch's ``R``); ``None`` when any completion has none
+def pad_logprobs(logprobs: Sequence[Sequence[float] | None], response_len: int) -> torch.Tensor | None:
+    """The engine's per-token sampling log-probs in :func:`pad_batch`'s response layout, right-padded
+    with 0 to ``response_len`` (the padded batch's ``R``); ``None`` when any completion has none
     (an engine that does not report them). # -> [B, R]"""
     if any(lp is None for lp in logprobs):
         return None

@@ -120,9 +120,9 @@ class VLLMRolloutEngine:
 
     def generate(self, prompts, *, n: int, temperature: float, top_p: float, max_new_tokens: int,
                  ) -> list[list[Completion]]:
-        """``n`` completions per prompt, grouped by prompt, each with the sampler's log-probs."""
-        if self._asleep:
-            raise RuntimeError("the vLLM engine is asleep: call wake_up() before generate()")
+        """``n`` completions per prompt, grouped by prompt, each with the sampler's log-probs
+        (wakes the engine first if it sleeps)."""
+        self.wake_up()  # the loop may validate between an update and the next step's wake-up
         if not prompts:
             return []
         base = random.Random(f"{self.seed}:{self._calls}").randrange(2**30)

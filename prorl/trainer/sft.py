@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from prorl.models.policy import response_logprobs
-from prorl.rollout.base import pack
+from prorl.rollout.base import pad_batch
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[list[dict], str]]) -> list[tuple[list[int], list[int]]]:
@@ -51,9 +51,9 @@ def sft(
     bar = tqdm(range(steps), desc="sft", disable=not progress)
     for step in bar:
         batch = rng.sample(list(examples), k=min(batch_size, len(examples)))
-        packed = pack([b[0] for b in batch], [b[1] for b in batch], tokenizer.pad_token_id)
-        logp, _ = response_logprobs(model, packed.input_ids, packed.attention_mask, packed.response_len)
-        loss = -(logp * packed.response_mask).sum() / packed.response_mask.sum()
+        padded = pad_batch([b[0] for b in batch], [b[1] for b in batch], tokenizer.pad_token_id)
+        logp, _ = response_logprobs(model, padded.input_ids, padded.attention_mask, padded.response_len)
+        loss = -(logp * padded.response_mask).sum() / padded.response_mask.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -84,7 +84,7 @@ def build_builtin_warmstart(
     :mod:`prorl.data.builtin_tasks`. Reproducible: same arguments, same checkpoint.
     """
     from prorl.data.builtin_tasks import generate_problems, make_row, teacher_response
-    from prorl.models.tiny import build_model, build_tokenizer
+    from prorl.models.tiny import build_model, build_tokenizer, save_tiny
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
@@ -97,9 +97,4 @@ def build_builtin_warmstart(
             pairs.append((row["prompt"], teacher_response(task, p.answer, rng, correct_prob)))
     sft(model, tokenizer, encode_pairs(tokenizer, pairs), steps=steps, batch_size=batch_size, lr=lr,
         seed=seed, progress=progress)
-    out = Path(out_dir)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny(model, tokenizer, out_dir)

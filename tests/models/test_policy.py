@@ -1,4 +1,4 @@
-"""Tests of per-token log-probs / entropy on the packed verl layout (prorl/models/policy.py) and of
+"""Tests of per-token log-probs / entropy on the padded verl layout (prorl/models/policy.py) and of
 the tiny model's save/reload round trip (prorl/models/tiny.py)."""
 
 from __future__ import annotations
@@ -14,13 +14,20 @@ from prorl.models.policy import (
     load_policy,
     position_ids_from_mask,
     response_logprobs,
-    sequence_logprobs_reference,
 )
-from prorl.rollout.base import pack
+from prorl.rollout.base import pad_batch
 
 TINY = Path(__file__).resolve().parents[2] / "prorl" / "assets" / "tiny-warmstart"
 QUESTIONS = ["What is 3+4?", "Sort ascending: 9 1 5 3 3", "What is 88+11? Put the final answer in \\boxed{}.", "Hi"]
 RESPONSE_LENGTHS = [5, 1, 7, 3]  # right padding of different amounts
+
+
+def sequence_logprobs_reference(model, input_ids, attention_mask, response_len, temperature=1.0):
+    """Slow, obviously-correct version of :func:`response_logprobs` (full fp32 logits)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits.float()
+    logits = logits[:, -response_len - 1:-1, :] / temperature
+    return torch.log_softmax(logits, -1).gather(-1, input_ids[:, -response_len:].unsqueeze(-1)).squeeze(-1)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +47,7 @@ def batch(policy):
     assert len({len(p) for p in prompts}) > 1
     g = torch.Generator().manual_seed(0)
     responses = [torch.randint(3, len(tok), (n,), generator=g).tolist() for n in RESPONSE_LENGTHS]
-    return prompts, responses, pack(prompts, responses, tok.pad_token_id)
+    return prompts, responses, pad_batch(prompts, responses, tok.pad_token_id)
 
 
 def unpadded_logits(model, prompt: list[int], response: list[int], temperature: float = 1.0) -> torch.Tensor:
@@ -67,7 +74,7 @@ def test_response_logprobs_equal_reference(policy, batch, temperature):
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
 def test_response_logprobs_and_entropy_equal_unpadded_direct(policy, batch, temperature):
-    """Packing (left-padded prompts, right-padded responses, skipped positions) changes nothing."""
+    """Padding (left-padded prompts, right-padded responses, skipped positions) changes nothing."""
     model, _ = policy
     prompts, responses, pb = batch
     with torch.no_grad():
@@ -103,7 +110,7 @@ def test_temperature_scales_logits(policy, batch):
     model, _ = policy
     prompts, responses, _ = batch
     p, r = prompts[2], responses[2]
-    pb = pack([p], [r], 0)
+    pb = pad_batch([p], [r], 0)
     logits = unpadded_logits(model, p, r)  # [r, V]
     with torch.no_grad():
         lp2 = response_logprobs(model, pb.input_ids, pb.attention_mask, pb.response_len, temperature=2.0)[0][0]
@@ -135,13 +142,14 @@ def test_position_ids_skip_left_padding():
 
 # --------------------------------------------------------------------------- tiny model round trip
 
-def test_build_tiny_save_reload_round_trip(tmp_path):
-    from prorl.models.tiny import SPECIAL_TOKENS, build_model, build_tiny
+def test_tiny_save_reload_round_trip(tmp_path):
+    from prorl.models.tiny import SPECIAL_TOKENS, build_model, build_tokenizer, save_tiny
 
-    out = build_tiny(tmp_path / "tiny")
+    built = build_tokenizer()
+    out = save_tiny(build_model(built), built, tmp_path / "tiny")
     model, tok = load_policy(out)
     model.eval()
-    # same seed, same config -> the in-memory model build_tiny saved
+    # same seed, same config -> the in-memory model that was saved
     fresh = build_model(tok).eval()
     ids = torch.tensor([tok.apply_chat_template([{"role": "user", "content": "What is 1+2?"}], tokenize=True,
                                                 add_generation_prompt=True, return_dict=False)])  # [1, L]

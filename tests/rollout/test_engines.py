@@ -68,4 +68,4 @@ def test_missing_vllm_names_the_install_command(trainer_model, monkeypatch):
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # restored afterwards
     with pytest.raises(ImportError, match=r"bash scripts/install.sh --vllm"):
         make_engine(RolloutConfig(engine="vllm"), str(TINY), eos_token_id=tok.eos_token_id,
-                    pad_token_id=tok.pad_token_id)
+                    pad_token_id=tok.pad_token_id, dtype="float32", seed=0, device="cpu")

@@ -21,7 +21,7 @@ from prorl.data.builtin_tasks import generate_rows  # noqa: E402
 from prorl.data.dataset import build_examples  # noqa: E402
 from prorl.models.policy import load_policy, response_logprobs  # noqa: E402
 from prorl.rollout import make_engine  # noqa: E402
-from prorl.rollout.base import pack  # noqa: E402
+from prorl.rollout.base import pad_batch  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[2] / "prorl" / "assets" / "tiny-warmstart"
 TOL = 1e-4  # fp32 on CPU: vLLM's kernels vs the HF forward pass
@@ -59,7 +59,7 @@ def trainer_logprobs(model, prompts, groups, temperature: float):
     and the engine's, as flat lists over the real tokens."""
     flat_p = [p for p, g in zip(prompts, groups) for _ in g]
     flat_c = [c for g in groups for c in g]
-    batch = pack(flat_p, [c.token_ids for c in flat_c], pad_id=0)
+    batch = pad_batch(flat_p, [c.token_ids for c in flat_c], pad_id=0)
     with torch.no_grad():
         lp, _ = response_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_len,
                                   temperature=temperature)
@@ -155,7 +155,7 @@ def test_weight_sync_matches_the_trainer(engine, policy, prompts):
     def max_diff(model) -> float:
         worst = 0.0
         for p, r in fixed:
-            batch = pack([p], [r], pad_id=0)
+            batch = pad_batch([p], [r], pad_id=0)
             with torch.no_grad():
                 lp, _ = response_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_len)
             worst = max(worst, max(abs(a - b) for a, b in zip(lp[0].tolist(), prompt_logprobs(engine, p, r))))
@@ -180,14 +180,16 @@ def test_weight_sync_matches_the_trainer(engine, policy, prompts):
 
 def test_sleep_wake_and_sync_while_asleep(engine, policy, prompts):
     engine.sleep()
-    with pytest.raises(RuntimeError, match="asleep"):
-        engine.generate(prompts, n=1, temperature=1.0, top_p=1.0, max_new_tokens=4)
     engine.load_weights(policy[0].named_parameters())  # the weight sync happens between sleep and wake-up
     engine.wake_up()
     groups = engine.generate(prompts, n=2, temperature=1.0, top_p=1.0, max_new_tokens=8)
     ours, theirs = trainer_logprobs(policy[0], prompts, groups, 1.0)
     assert (ours - theirs).abs().max().item() < TOL
     assert all(math.isfinite(x) for x in theirs.tolist())
+    engine.sleep()  # validation may come between the update's sleep and the next wake-up: generate wakes it
+    assert engine._asleep
+    assert len(engine.generate(prompts[:1], n=2, temperature=1.0, top_p=1.0, max_new_tokens=4)[0]) == 2
+    assert not engine._asleep
 
 
 def test_eval_command_with_the_vllm_engine(tmp_path):

@@ -1,0 +1,260 @@
+"""Per-GPU memory of the update for a Qwen2.5-1.5B-shaped policy, and a measured check of the formulas.
+
+    python benchmarks/memory_model.py [--tokens 16384] [--chunk 2048] [--no-validate]
+
+1. A table for hidden 1536, 28 layers, 12 heads, 2 KV heads, intermediate 8960, vocab 151936, tied
+   embeddings, one micro-batch of ``--tokens`` tokens per GPU (all of them response tokens: the
+   worst case for the LM head), at FSDP2 world sizes 1, 8 and 32.
+2. The same formulas checked against a measured CPU run of a scaled-down config: the peak resident
+   memory (Linux VmHWM, reset before the step, glibc forced to mmap large blocks so that freed
+   memory leaves the process) of one forward + backward + AdamW step, above what was resident
+   before it (parameters and AdamW states), next to the prediction.
+
+Assumptions (FSDP2 ``fully_shard`` on every decoder layer and on the root, ``MixedPrecisionPolicy(
+param_dtype=bf16, reduce_dtype=fp32)``):
+
+- sharded, persistent: fp32 master parameters 4P/W, fp32 gradients 4P/W, AdamW exp_avg and
+  exp_avg_sq 8P/W, the reference policy 2P/W (bf16: it is never updated);
+- unsharded bf16 compute copies: the root group (tied embedding/LM head, final norm), which FSDP2
+  keeps from the forward to the backward, plus two decoder layers (the running one and the
+  prefetched one); in the backward one layer's bf16 gradient and its fp32 copy for the
+  reduce-scatter;
+- activations saved for the backward, per token per decoder layer, from the autograd graph of
+  transformers' Qwen2 with flash-attention (``dt`` = 2 bytes for bf16, 4 for fp32):
+  two RMSNorms x (4H fp32 copy of the input + dt*H normalised + dt*H scaled output),
+  attention dt*(3H + 2K) (rotated q, rotated k, v, output, its transposed copy) + 4 bytes of
+  log-sum-exp per head, SwiGLU MLP 4*dt*I (gate, up, silu(gate), product); K = KV heads x head dim.
+  With activation checkpointing each layer keeps only its input (dt*H) and one layer is recomputed
+  at a time in the backward;
+- LM head: unchunked (``response_logprobs``: full [T, V] logits, temperature, log_softmax and
+  entropy) peaks at about 24 bytes per token per vocabulary entry in the backward; chunked
+  (``chunked_logprobs``) at about 10 (bf16) / 8 (fp32) bytes x chunk x V, plus the head-weight
+  gradient accumulated in fp32 (4VH) and, for bf16, each chunk's bf16 product (2VH);
+- the reference and old-policy log-prob passes run before the update (no_grad, chunked head):
+  their activations never coexist with the update's, only the reference's sharded weights do;
+- peak = persistent + max(backward start: unsharded copies + activations + LM-head transient,
+  end of backward: all gradients + the root's unsharded gradient). Not modelled: the CUDA context,
+  NCCL buffers and allocator fragmentation (typically 1-3 GB on an H100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+    tied: bool = True
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * (self.hidden // self.heads)
+
+    def layer_params(self) -> int:
+        H, K, I = self.hidden, self.kv_dim, self.intermediate
+        return (H * H + H) + 2 * (H * K + K) + H * H + 3 * H * I + 2 * H  # q,k,v (biased), o, MLP, 2 norms
+
+    def params(self) -> int:
+        return self.layers * self.layer_params() + self.vocab * self.hidden * (1 if self.tied else 2) + self.hidden
+
+
+QWEN25_15B = Shape(hidden=1536, layers=28, heads=12, kv_heads=2, intermediate=8960, vocab=151936)
+SCALED = Shape(hidden=384, layers=4, heads=6, kv_heads=1, intermediate=2240, vocab=16384)  # same ratios, CPU-sized
+
+
+def layer_activation_bytes(s: Shape, dt: int) -> float:
+    """Bytes saved for the backward per token in one decoder layer (see the module docstring)."""
+    H, K, I = s.hidden, s.kv_dim, s.intermediate
+    norm = 4 * H + 2 * dt * H
+    attention = dt * (3 * H + 2 * K) + 4 * s.heads
+    mlp = 4 * dt * I
+    return 2 * norm + attention + mlp
+
+
+def activation_bytes(s: Shape, tokens: int, dt: int, checkpointing: bool) -> float:
+    """Activations of a micro-batch of ``tokens`` tokens at the start of the backward."""
+    outside = 4 * s.hidden + 2 * dt * s.hidden + 2 * dt * (s.hidden // s.heads)  # final norm, rotary cos/sin
+    if checkpointing:
+        return tokens * (s.layers * dt * s.hidden + outside + layer_activation_bytes(s, dt))
+    return tokens * (s.layers * layer_activation_bytes(s, dt) + outside)
+
+
+def head_bytes(s: Shape, tokens: int, dt: int, chunk: int, fp32_head: bool = False) -> float:
+    """LM-head transient at its peak (start of the backward), including the head-weight gradient.
+    ``chunk = 0``: unchunked (full [T, V] logits)."""
+    V, H = s.vocab, s.hidden
+    hidden_kept = dt * H * tokens  # the final hidden states of the scored tokens
+    if chunk <= 0:
+        return 24 * tokens * V + hidden_kept + 4 * V * H
+    c = min(chunk, tokens)
+    per_chunk = (10 if dt < 4 else 8) * c * V
+    weight = 4 * V * H + (2 * V * H if dt < 4 else 0) + (4 * V * H if fp32_head and dt < 4 else 0)
+    return per_chunk + weight + hidden_kept
+
+
+def gpu_estimate(s: Shape, world: int, tokens: int, checkpointing: bool, chunk: int) -> dict[str, float]:
+    """Per-GPU bytes under FSDP2 bf16 mixed precision (see the assumptions above)."""
+    P, Lp, V, H = s.params(), s.layer_params(), s.vocab, s.hidden
+    est = {
+        "params": 4 * P / world, "grads": 4 * P / world, "adamw": 8 * P / world, "reference": 2 * P / world,
+        "unsharded": 2 * (V * H + H) + 2 * 2 * Lp + (2 + 4) * Lp,
+        "activations": activation_bytes(s, tokens, 2, checkpointing),
+        "lm_head": head_bytes(s, tokens, 2, chunk),
+    }
+    persistent = est["params"] + est["adamw"] + est["reference"]
+    backward_start = est["unsharded"] + est["activations"] + est["lm_head"]
+    backward_end = est["grads"] + (2 + 4) * V * H
+    est["peak"] = persistent + max(backward_start, backward_end)
+    return est
+
+
+def print_table(tokens: int, chunk: int) -> None:
+    s = QWEN25_15B
+    print(f"Qwen2.5-1.5B shape: {s.params() / 1e9:.3f}B parameters (hidden {s.hidden}, {s.layers} layers, "
+          f"{s.heads} heads / {s.kv_heads} KV, intermediate {s.intermediate}, vocab {s.vocab}, tied); "
+          f"{tokens} tokens per GPU micro-batch; GB = 1e9 bytes")
+    print("FSDP2 bf16 compute, fp32 master params / grads / AdamW (sharded), reference bf16 (sharded)")
+    print(f"activations per token: {s.layers * layer_activation_bytes(s, 2) / 1e6:.2f} MB without checkpointing, "
+          f"{(s.layers * 2 * s.hidden + layer_activation_bytes(s, 2)) / 1e6:.3f} MB with")
+    print(f"LM-head logits at {tokens} tokens: fp32 [T, V] alone = {4 * tokens * s.vocab / GB:.1f} GB")
+    print()
+    cols = ["W", "params", "grads", "AdamW", "ref", "unshard", "act", "act+ckpt", "head", f"head/{chunk}",
+            "peak:plain", "ckpt", "chunk", "ckpt+chunk"]
+    print(" ".join(f"{c:>10s}" for c in cols))
+    for w in (1, 8, 32):
+        base = gpu_estimate(s, w, tokens, False, 0)
+        row = [base["params"], base["grads"], base["adamw"], base["reference"], base["unsharded"],
+               base["activations"], activation_bytes(s, tokens, 2, True), base["lm_head"],
+               head_bytes(s, tokens, 2, chunk)]
+        row += [gpu_estimate(s, w, tokens, ck, ch)["peak"] for ck, ch in ((False, 0), (True, 0), (False, chunk), (True, chunk))]
+        print(f"{w:>10d} " + " ".join(f"{v / GB:10.2f}" for v in row))
+    print("(GB per GPU; peak = params + AdamW + ref + max(backward start, end of backward); "
+          "the grads column is in the end-of-backward term)")
+    sweep = [(c, head_bytes(s, tokens, 2, c)) for c in (0, 8192, 4096, 2048, 1024, 512)]
+    print("LM-head transient by chunk (bf16, with the head-weight gradient): "
+          + ", ".join(f"{'none' if c == 0 else c}: {b / GB:.2f} GB" for c, b in sweep))
+
+
+# --------------------------------------------------------------------------- measured check on CPU
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def cpu_prediction(s: Shape, tokens: int, response: int, checkpointing: bool, chunk: int) -> float:
+    """Bytes above the resident parameters and AdamW states during one fp32 step (no FSDP):
+    backward start (activations + LM head) or the optimizer step (all gradients + AdamW's per-tensor
+    temporaries, about two copies of the largest tensor)."""
+    P = s.params()
+    fwd_bwd = activation_bytes(s, tokens, 4, checkpointing) + head_bytes(s, response, 4, chunk)
+    step = 4 * P + 2 * 4 * s.vocab * s.hidden
+    return max(fwd_bwd, step)
+
+
+def measure_step(s: Shape, prompt: int, response: int, checkpointing: bool, chunk: int) -> float:
+    """Peak resident bytes above the pre-step level of one forward + backward + AdamW step (fp32)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from prorl.models.packing import pack_sequences, packed_response_logprobs
+    from prorl.models.policy import response_logprobs
+    from prorl.rollout.base import pad_batch
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=s.vocab, hidden_size=s.hidden, intermediate_size=s.intermediate,
+                      num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
+                      max_position_embeddings=prompt + response, tie_word_embeddings=s.tied,
+                      attn_implementation="sdpa")
+    model = Qwen2ForCausalLM(cfg).train()
+    assert sum(p.numel() for p in model.parameters()) == s.params(), "Shape.params() disagrees with transformers"
+    if checkpointing:  # transformers 5: activation_checkpointing_enable (gradient_checkpointing_enable is deprecated)
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, s.vocab, (prompt,), generator=g).tolist()]
+    responses = [torch.randint(3, s.vocab, (response,), generator=g).tolist()]
+    padded = pad_batch(prompts, responses, 0)
+    packed = pack_sequences(prompts, responses)
+
+    def step() -> None:
+        if chunk > 0:
+            lp, ent = packed_response_logprobs(model, packed, temperature=1.2, with_entropy=True, chunk_tokens=chunk)
+        else:
+            lp, ent = response_logprobs(model, padded.input_ids, padded.attention_mask, padded.response_len,
+                                        temperature=1.2, with_entropy=True)
+        (-(lp.sum() + 0.01 * ent.sum()) / response).backward()
+        del lp, ent
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # creates the AdamW states
+    gc.collect()
+    before = _status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # reset the peak (VmHWM) to the current resident size
+    step()
+    peak = _status("VmHWM") - before
+    del model, opt
+    gc.collect()
+    return peak
+
+
+def validate(prompt: int, response: int) -> bool:
+    s = SCALED
+    tokens = prompt + response
+    print(f"\nmeasured check (CPU, fp32, one process, sdpa): hidden {s.hidden}, {s.layers} layers, {s.heads} heads / "
+          f"{s.kv_heads} KV, intermediate {s.intermediate}, vocab {s.vocab}, tied ({s.params() / 1e6:.1f}M params); "
+          f"one sequence of {prompt} prompt + {response} response tokens; MB = 1e6 bytes")
+    print(f"{'variant':32s} {'predicted MB':>13s} {'measured MB':>12s} {'measured/pred':>14s}")
+    ok = True
+    for name, ckpt, chunk in (("no checkpointing, full logits", False, 0), ("no checkpointing, chunk 256", False, 256),
+                              ("checkpointing, full logits", True, 0), ("checkpointing, chunk 256", True, 256)):
+        pred = cpu_prediction(s, tokens, response, ckpt, chunk)
+        meas = measure_step(s, prompt, response, ckpt, chunk)
+        ok &= abs(meas / pred - 1) <= 0.2
+        print(f"{name:32s} {pred / 1e6:13.0f} {meas / 1e6:12.0f} {meas / pred:14.2f}")
+    print("all within 20%" if ok else "NOT all within 20%")
+    return ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=16384)
+    ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--no-validate", action="store_true")
+    ap.add_argument("--prompt", type=int, default=256)
+    ap.add_argument("--response", type=int, default=1792)
+    args = ap.parse_args()
+    if not args.no_validate and os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        # large blocks from mmap go back to the OS when freed, so resident memory tracks live tensors
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    print_table(args.tokens, args.chunk)
+    if not args.no_validate:
+        import torch
+
+        torch.set_num_threads(1)
+        validate(args.prompt, args.response)
+
+
+if __name__ == "__main__":
+    main()
