@@ -104,6 +104,7 @@ class VLLMRolloutEngine:
                 skip_tokenizer_init=True,  # token ids in and out; stop tokens given explicitly
                 generation_config="vllm",  # neutral defaults, not the checkpoint's generation_config.json
                 enable_prefix_caching=False,  # a cache would survive load_weights and serve stale KV
+                enable_chunked_prefill=False,  # a partly prefilled seeded request crashes vLLM on CPU (generator offset)
                 **memory,
             )
         finally:

