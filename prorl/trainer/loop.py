@@ -138,7 +138,9 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
     engine = HFRolloutEngine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                              max_batch_size=cfg.rollout.max_batch_size)
     scorer = RewardScorer(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
-                          server_url=cfg.reward.server_url or None, strip_think=cfg.reward.strip_think)
+                          server_url=cfg.reward.server_url or None, strip_think=cfg.reward.strip_think,
+                          server_token_file=cfg.reward.server_token_file or None,
+                          max_memory_mb=cfg.reward.worker_memory_mb or None)
     logger = MetricsLogger(run_dir, tensorboard=base_cfg.trainer.tensorboard, wandb=base_cfg.trainer.wandb,
                            wandb_project=base_cfg.trainer.wandb_project, config=to_dict(base_cfg), resume_step=start_step)
     log(f"run dir: {run_dir.resolve()}  (metrics.jsonl, events.jsonl, checkpoints/)")
