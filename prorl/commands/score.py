@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
             fout.close()
         else:
             fout.flush()
-    mean = total / n if n else 0.0
+    judged = n - statuses.get("infra_error", 0)  # an infra_error is no verdict: not in the mean
+    mean = total / judged if judged else 0.0
     parts = ", ".join(f"{k}={v}" for k, v in sorted(statuses.items()))
     print(f"scored {n} rows: mean score {mean:.4f}; statuses: {parts or 'none'}; malformed lines: {malformed}",
           file=sys.stderr)
