@@ -189,6 +189,7 @@ class VerifierPool:
             "alive": sum(1 for w in workers if w.ready and w.proc.is_alive()),
             "busy": sum(1 for w in workers if w.batch),
             "pids": [w.pid for w in workers if w.pid is not None],
+            "busy_pids": [w.pid for w in workers if w.pid is not None and w.batch],  # holding items now
             "queue_depth": queued,
             "pending": pending,
             "max_pending": self.max_pending,

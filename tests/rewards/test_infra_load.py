@@ -21,21 +21,26 @@ from prorl.rewards.server import RewardServer
 from prorl.verifiers.base import Status
 
 
-def _correct_items(prefix: str, n: int) -> list[dict]:
-    """Correct answers: builtin exact matches, plain math integers, and math fractions vs decimals (sympy)."""
+def _correct_items(prefix: str, n: int, seed: int) -> list[dict]:
+    """Correct answers: builtin exact matches, plain math integers, fractions against decimals, and
+    one in 8 a polynomial that sympy must expand (~90 ms: the workers are busy when killed)."""
     out = []
     for k in range(n):
-        kind = k % 3
+        kind, info = k % 8, {"id": f"{prefix}-{k}"}
         if kind == 0:
+            c = seed * 8 + k // 8 + 2  # distinct per item: no verifier cache can answer it
+            out.append({"data_source": "math500", "response": f"\\boxed{{(x+{c})^2}}",
+                        "ground_truth": f"x^2+{2 * c}x+{c * c}", "extra_info": info})
+        elif kind < 4:
             out.append({"data_source": "builtin", "ability": "builtin", "response": f"\\boxed{{{k}}}",
-                        "ground_truth": str(k), "extra_info": {"id": f"{prefix}-{k}"}})
-        elif kind == 1:
+                        "ground_truth": str(k), "extra_info": info})
+        elif kind < 6:
             out.append({"data_source": "math500", "response": f"so \\boxed{{{k}}}", "ground_truth": str(k),
-                        "extra_info": {"id": f"{prefix}-{k}"}})
+                        "extra_info": info})
         else:
             odd = 2 * k + 1
             out.append({"data_source": "math500", "response": f"\\boxed{{\\frac{{{odd}}}{{4}}}}",
-                        "ground_truth": str(odd / 4), "extra_info": {"id": f"{prefix}-{k}"}})
+                        "ground_truth": str(odd / 4), "extra_info": info})
     return out
 
 
@@ -53,7 +58,7 @@ def run_load(clients: int, requests_per_client: int, items_per_request: int, kil
             c = RewardClient(server.url, retries=5, backoff_s=0.05, timeout_s=120)
             try:
                 for r in range(requests_per_client):
-                    out = c.score(_correct_items(f"{t}-{r}", items_per_request))
+                    out = c.score(_correct_items(f"{t}-{r}", items_per_request, t * requests_per_client + r))
                     with lock:
                         verdicts.extend(out)
                         done[0] += 1
@@ -66,10 +71,13 @@ def run_load(clients: int, requests_per_client: int, items_per_request: int, kil
             for k in range(kills):
                 while done[0] < total_requests * (k + 1) // (kills + 1) and not errors:
                     time.sleep(0.002)
-                pids = [p for p in pool.stats()["pids"] if p not in killed]
-                if pids:
-                    os.kill(pids[k % len(pids)], signal.SIGKILL)
-                    killed.append(pids[k % len(pids)])
+                while not errors:  # a worker holding items right now, so the kill hits one mid-scoring
+                    busy = [p for p in pool.stats()["busy_pids"] if p not in killed]
+                    if busy:
+                        os.kill(busy[0], signal.SIGKILL)
+                        killed.append(busy[0])
+                        break
+                    time.sleep(0.0005)
 
         t0 = time.monotonic()
         threads = [threading.Thread(target=client, args=(t,)) for t in range(clients)] + [threading.Thread(target=killer)]
@@ -96,6 +104,7 @@ def _check(res: dict, kills: int) -> None:
           f"{ {k.value: n for k, n in res['tally'].items()} }; correct answers scored 0: {res['zero_scored']}")
     assert res["items"] == res["expected"]
     assert res["killed"] == kills and res["crashes"] >= kills
+    assert res["retried"] >= 1  # at least one kill hit an item being scored (it was scored again)
     assert res["zero_scored"] == 0 and res["tally"] == {Status.CORRECT: res["expected"]}, res["example_bad"]
 
 
