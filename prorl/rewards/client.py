@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -32,6 +33,22 @@ from prorl.rewards.guard import load_token
 from prorl.verifiers.base import Status, Verdict
 
 REPLICA_COOLDOWN_S = 5.0  # skip a replica this long after it failed, while another one is up
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    """``HTTPConnection`` with ``TCP_NODELAY``: http.client sends the head and the body in two writes,
+    and on a kept-alive connection Nagle's algorithm plus the server's delayed ACK would hold the
+    body back for tens of milliseconds."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class RewardServiceError(RuntimeError):
@@ -228,7 +245,7 @@ class RewardClient:
         c = conns.get(url)
         if c is None:
             u = urllib.parse.urlsplit(url)
-            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+            cls = _HTTPSConnection if u.scheme == "https" else _HTTPConnection
             c = conns[url] = cls(u.hostname, u.port, timeout=timeout_s)
         c.timeout = timeout_s
         if c.sock is not None:
