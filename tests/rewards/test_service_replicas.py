@@ -7,12 +7,13 @@ import signal
 import threading
 import time
 
-from rewards_testverifiers import item
+from rewards_testverifiers import item, register_all
 from service_helpers import replica, request
 
 from prorl.rewards.client import RewardClient
 from prorl.verifiers.base import Status
 
+register_all()  # for the in-process servers (subprocess replicas register their own)
 TOKEN = "drain-tok-51c0"
 
 
@@ -91,3 +92,29 @@ def test_replica_sigkilled_under_load_every_item_one_verdict_from_the_other():
         assert v.reason.startswith(f"id={i} "), (i, v)
         assert v.status is (Status.CORRECT if k % 3 else Status.WRONG), (i, v)
     assert served_b > 12 * 6 * 16 / 2  # b took over a's share after the kill
+
+
+def test_drain_timeout_answers_infra_error_and_the_client_rescores_elsewhere():
+    """A request still unfinished when the drain deadline passes is answered ``infra_error`` (pool
+    closed), never dropped, and the multi-URL client scores those items on the other replica."""
+    from prorl.rewards.pool import VerifierPool
+    from prorl.rewards.server import RewardServer
+
+    with VerifierPool(1, timeout_s=10.0) as pa, VerifierPool(1, timeout_s=10.0) as pb, \
+            RewardServer(pa) as a, RewardServer(pb) as b:
+        assert pa.wait_ready(60) and pb.wait_ready(60)
+        client = RewardClient([a.url, b.url], retries=3, backoff_s=0.05)  # the first batch goes to a
+        out: list = []
+        t = threading.Thread(target=lambda: out.extend(client.score(
+            [item("t_sleep", sleep=3.0, id="slow"), item("t_echo", "x", "x", id="quick")])))
+        t.start()
+        deadline = time.monotonic() + 10
+        while a.inflight_requests < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not a.drain(0.3)  # still in flight at the deadline
+        pa.close()  # what `serve-rewards` does then: the rest is answered infra_error
+        assert a.drain(5.0)
+        t.join(30)
+        text = a.metrics_text()
+    assert [(v.status, v.reason.split()[0]) for v in out] == [(Status.CORRECT, "id=slow"), (Status.CORRECT, "id=quick")]
+    assert 'prorl_reward_items_total{domain="t_sleep",status="infra_error"} 1' in text
