@@ -57,7 +57,7 @@ def main() -> None:
     from prorl.rollout.base import pack
     from prorl.rollout.hf import HFRolloutEngine
     from prorl.trainer.actor import batch_logprobs, update_actor
-    from prorl.trainer.loop import BUILTIN_TINY
+    from prorl.trainer.setup import BUILTIN_TINY
 
     model, tok = load_policy(BUILTIN_TINY)
     rows = generate_rows("add", args.prompts, 0, "train")

@@ -36,6 +36,7 @@ class ModelConfig:
     path: str = f("builtin:tiny", "HF hub name or local directory of the policy; 'builtin:tiny' is the shipped tiny warm start")
     dtype: str = f("float32", "parameter dtype: float32 | bfloat16 | float16", choices=("float32", "bfloat16", "float16"))
     gradient_checkpointing: bool = f(False, "recompute activations in the backward pass to save memory")
+    fsdp_mixed_precision: bool = f(True, "under torchrun on GPUs: FSDP2 computes in bf16 and reduces gradients in fp32 (CPU: fp32)")
 
 
 @dataclass
@@ -49,6 +50,9 @@ class DataConfig:
     val_max_prompts: int = f(0, "cap on validation prompts per data_source (0 = all)")
     domain_weights: dict[str, float] = f({}, "sampling weight per data_source for the training mix (empty = natural mix)")
     shuffle: bool = f(True, "shuffle training prompts each epoch")
+    retire_pass_rate: float = f(0.0, "ScaleRL no-positive-resampling: a prompt whose running pass rate (share of its scored "
+                                     "responses with score 1) reaches this leaves the sampler for good (0 = off; e.g. 0.9)")
+    retire_min_samples: int = f(16, "responses a prompt must have had scored before it can retire")
 
 
 @dataclass
@@ -66,7 +70,12 @@ class AlgoConfig:
     eps_low: float = f(0.2, "lower clip range: ratio clipped at 1 - eps_low")
     eps_high: float = f(0.4, "upper clip range (DAPO clip-higher): ratio clipped at 1 + eps_high")
     loss_agg_mode: str = f("token-mean", "loss aggregation", choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
-    norm_adv_by_std: bool = f(True, "GRPO: divide group-centred rewards by the group's std")
+    adv_estimator: str = f("grpo", "advantage estimator: grpo (reward minus group mean, over group std) | "
+                                   "reinforce_pp_baseline (ProRL v2: reward minus group mean, over the std of the whole batch)")
+    norm_adv_by_std: bool = f(True, "divide group-centred rewards by the std (grpo: the group's; reinforce_pp_baseline: the batch's)")
+    policy_loss: str = f("clip", "policy loss: clip (PPO clip with decoupled eps_low / eps_high) | cispo (ScaleRL / MiniMax-M1: "
+                                 "-sg(min(ratio, 1 + cispo_eps_max)) * A * logp, every token keeps its gradient)")
+    cispo_eps_max: float = f(4.0, "cispo: the importance weight is truncated at 1 + cispo_eps_max (4 = TRL's ScaleRL cap of 5)")
     kl_coef: float = f(1e-4, "beta of the KL penalty to the reference policy; 0 skips the reference model")
     kl_estimator: str = f("k3", "KL estimator", choices=("k1", "k2", "k3"))
     entropy_coef: float = f(0.0, "entropy bonus coefficient (0 = off, as in ProRL)")
@@ -102,6 +111,12 @@ class RewardConfig:
     overlong_buffer_len: int = f(0, "DAPO overlong penalty: length of the buffer before the limit (0 = off)")
     overlong_penalty_factor: float = f(1.0, "DAPO overlong penalty at the limit")
     truncation_penalty: float = f(0.0, "subtracted from the reward of responses that never stop (no EOS)")
+    length_penalty_max: float = f(0.0, "ProRL v2 scheduled cosine length penalty: penalty at max_response_length tokens "
+                                       "(0 = off); -(min + (max - min)(1 - cos(pi L / max_len)) / 2)")
+    length_penalty_min: float = f(0.0, "cosine length penalty at length 0 (<= length_penalty_max)")
+    length_penalty_period: int = f(0, "cosine length penalty: cycle length in steps (0 = on at every step)")
+    length_penalty_on_steps: int = f(0, "cosine length penalty: on for the first N steps of each cycle (1..period)")
+    length_penalty_correct_only: bool = f(True, "cosine length penalty only on correct responses (score 1); false = on all")
     mask_truncated: bool = f(False, "exclude truncated responses from the policy loss")
     sandbox_allow_unsafe: bool = f(False, "run model-written code WITHOUT isolation when bubblewrap is unavailable (never do this with untrusted models)")
 
@@ -137,6 +152,7 @@ class ResetConfig:
     plateau_min_delta: float = f(0.01, "val_plateau: improvement that counts")
     min_steps_between_resets: int = f(50, "cooldown between automatic resets")
     rollback_to_best: bool = f(False, "on reset, reload the best checkpoint (by validation) instead of the current policy")
+    max_failed_recoveries: int = f(3, "stop the run after this many rollbacks in a row after which validation never got back within val_margin of the restored checkpoint (0 = never stop)")
 
 
 @dataclass
@@ -263,12 +279,34 @@ def to_dict(cfg: Any) -> dict:
 
 # --------------------------------------------------------------------------- overrides
 
+def _yaml_error(e: yaml.YAMLError, text: str) -> str:
+    """One line for a YAML error in ``text``: 1-based line and column, the problem, its context."""
+    mark = getattr(e, "problem_mark", None)
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow (no mark)
+        before = text[:e.position]
+        line, column = before.count("\n"), e.position - (before.rfind("\n") + 1)
+        char = f"U+{e.character:04X}" if isinstance(e.character, int) else repr(e.character)
+        return f"line {line + 1}, column {column + 1}: {e.reason} ({char})"
+    if mark is None:
+        return " ".join(str(e).split())
+    problem = getattr(e, "problem", None) or "invalid YAML"
+    context, ctx_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    extra = ""
+    if context:
+        extra = f" ({context}" + (f" started at line {ctx_mark.line + 1}, column {ctx_mark.column + 1}" if ctx_mark else "") + ")"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}{extra}"
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"algo.eps_high=0.28"`` -> (["algo", "eps_high"], 0.28); values are parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_error(e, raw)}); "
+                          f"quote it if it is a string") from None
     return key.strip().split("."), value
 
 
@@ -302,6 +340,23 @@ def from_dict(tree: dict) -> Config:
     return cfg
 
 
+def _read_yaml(p: Path) -> Any:
+    """The parsed YAML file ``p``; unreadable files and syntax errors become one-line ConfigErrors."""
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config file ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}: line {line} is not UTF-8 text ({e.reason})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: YAML syntax error at {_yaml_error(e, text)}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), *, preset: bool | None = None) -> Config:
     """Load YAML (or the built-in tiny preset when ``path`` is None) and apply dotted overrides."""
     tree: dict = {}
@@ -311,7 +366,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), *, pr
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file not found: {p}")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        loaded = _read_yaml(p) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")
         tree = _merge(tree, loaded)
@@ -323,7 +378,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), *, pr
 
 def validate(cfg: Config) -> None:
     """Reject impossible settings before anything loads."""
-    a, r, t = cfg.actor, cfg.rollout, cfg.algo
+    a, r, t, rw = cfg.actor, cfg.rollout, cfg.algo, cfg.reward
     checks = [
         (r.n >= 1, "rollout.n must be >= 1"),
         (not (t.dynamic_sampling and r.n < 2), "algo.dynamic_sampling needs rollout.n >= 2 (a group of one always has equal rewards)"),
@@ -334,6 +389,8 @@ def validate(cfg: Config) -> None:
         (t.eps_low < 1, "algo.eps_low must be < 1 (the ratio is clipped at 1 - eps_low)"),
         (t.kl_coef >= 0, "algo.kl_coef must be >= 0"),
         (t.max_gen_rounds >= 1, "algo.max_gen_rounds must be >= 1"),
+        (t.cispo_eps_max > 0, "algo.cispo_eps_max must be > 0 (the importance weight is capped at 1 + cispo_eps_max)"),
+        (r.max_batch_size >= 1, "rollout.max_batch_size must be >= 1"),
         (a.lr > 0, "actor.lr must be > 0"),
         (len(a.betas) == 2 and all(0 <= b < 1 for b in a.betas), "actor.betas must be two numbers in [0, 1)"),
         (a.train_batch_size >= 1 and a.ppo_mini_batch_size >= 1 and a.micro_batch_size >= 1, "batch sizes must be >= 1"),
@@ -349,10 +406,27 @@ def validate(cfg: Config) -> None:
          f"reward.server_url: every URL must start with http:// or https:// (got {cfg.reward.server_url})"),
         (cfg.reward.overlong_buffer_len < r.max_response_length,
          "reward.overlong_buffer_len must be smaller than rollout.max_response_length"),
+        (0 <= rw.length_penalty_min <= rw.length_penalty_max,
+         "reward.length_penalty_min / length_penalty_max must satisfy 0 <= min <= max"),
+        (rw.length_penalty_period >= 0, "reward.length_penalty_period must be >= 0"),
+        (rw.length_penalty_period == 0 or 1 <= rw.length_penalty_on_steps <= rw.length_penalty_period,
+         "reward.length_penalty_on_steps must be in [1, length_penalty_period] when the period is set"),
+        (0 <= cfg.data.retire_pass_rate <= 1, "data.retire_pass_rate must be in [0, 1] (0 = off)"),
+        (cfg.data.retire_min_samples >= 1, "data.retire_min_samples must be >= 1"),
+        (cfg.reset.max_failed_recoveries >= 0, "reset.max_failed_recoveries must be >= 0 (0 = never stop)"),
     ]
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    from prorl.algo.advantages import ADV_ESTIMATORS
+    from prorl.algo.losses import POLICY_LOSSES
+
+    for key, value, registry in (("algo.adv_estimator", t.adv_estimator, ADV_ESTIMATORS),
+                                 ("algo.policy_loss", t.policy_loss, POLICY_LOSSES)):
+        if value not in registry:
+            near = difflib.get_close_matches(value, list(registry), n=1)
+            raise ConfigError(f"{key}: unknown {value!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                              + f" (available: {', '.join(sorted(registry))})")
     if not cfg.data.train_files:
         from prorl.data.builtin_tasks import TASKS
 

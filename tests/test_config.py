@@ -102,6 +102,62 @@ def test_overrides_win_over_file(tmp_path):
     assert cfg.rollout.n == 6 and cfg.actor.lr == 2e-4
 
 
+# --------------------------------------------------------------------------- unparseable input is one clear line (issue 10 §4)
+
+YAML_SYNTAX_ERRORS = [
+    # (file text, 1-based line, column of the problem)
+    ("rollout:\n  n: [1, 2\nalgo:\n  eps_high: 0.3\n", 3, 5),  # unclosed flow sequence
+    ("rollout:\n  n: 4\n   temperature: 0.9\n", 3, 15),  # bad indentation
+    ("algo:\n  eps_high: 'unterminated\n", 3, 1),  # unclosed quote
+    ("trainer:\n  run_dir: runs/x\x07\n", 2, 18),  # a control character YAML rejects
+]
+
+
+@pytest.mark.parametrize("text, line, column", YAML_SYNTAX_ERRORS)
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path, text, line, column):
+    p = _write(tmp_path, text, "broken.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: YAML syntax error at line {line}, column {column}: "), msg
+    assert "\n" not in msg
+
+
+def test_unreadable_config_file_is_a_config_error(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes(b"rollout:\n  n: 4\ntrainer:\n  run_dir: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: line 4 is not UTF-8"):
+        load_config(p)
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"dir\.yaml: cannot read the config file"):
+        load_config(tmp_path / "dir.yaml")
+
+
+@pytest.mark.parametrize("override", ["rollout.n=[1, 2", "data.domain_weights={a: 1", "trainer.run_dir='x",
+                                      "trainer.run_dir=@home", "trainer.run_dir=*anchor"])
+def test_override_that_is_not_yaml_names_the_override(override):
+    with pytest.raises(ConfigError) as e:
+        parse_override(override)
+    msg = str(e.value)
+    assert msg.startswith(f"override {override!r}: the value is not valid YAML (line 1, column ") and "\n" not in msg
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("make_args, expected", [
+    (lambda d: [str(_write(d, YAML_SYNTAX_ERRORS[0][0], "broken.yaml"))], "broken.yaml: YAML syntax error at line 3, column 5"),
+    (lambda d: [str(_write(d, "rollout:\n  n: 4\n", "ok.yaml")), "rollout.n=[1, 2"], "override 'rollout.n=[1, 2': the value is not valid YAML"),
+    (lambda d: ["algo.eps_high=0.3", "rollout.n=[1, 2"], "override 'rollout.n=[1, 2': the value is not valid YAML"),
+])
+def test_cli_unparseable_config_is_one_line_exit_2(tmp_path, capsys, fake_train, make_args, expected):
+    from prorl.cli import main
+
+    assert main(["train", *make_args(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("prorl train: config error: ") and expected in err, err
+    assert fake_train == []
+
+
 # --------------------------------------------------------------------------- overrides parsed as YAML
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
-"""The pure algorithm core: GRPO advantages, the decoupled-clip policy loss, KL estimators,
-loss aggregation, and the dynamic-sampling filter.
+"""The pure algorithm core: KL estimators, the dynamic-sampling filter and reward shaping
+(DAPO's overlong penalty, ProRL v2's scheduled cosine length penalty); the advantage estimators
+(:mod:`prorl.algo.advantages`) and the policy losses with loss aggregation
+(:mod:`prorl.algo.losses`) are re-exported here.
 
 Everything here is a function of tensors and scalars: no models, no config objects, no I/O.
 Shapes: ``B`` responses in a batch, ``T`` response tokens (padded), ``G`` groups of ``n``.
@@ -7,106 +9,36 @@ Shapes: ``B`` responses in a batch, ``T`` response tokens (padded), ``G`` groups
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+from prorl.algo.advantages import (  # noqa: F401  (re-exported)
+    ADV_ESTIMATORS,
+    compute_advantages,
+    get_adv_estimator,
+    grpo_advantages,
+    register_adv_estimator,
+    reinforce_pp_baseline_advantages,
+)
+from prorl.algo.losses import (  # noqa: F401  (re-exported)
+    LOSS_AGG_MODES,
+    POLICY_LOSSES,
+    PolicyLossOutput,
+    aggregate_loss,
+    cispo_policy_loss,
+    clip_policy_loss,
+    get_policy_loss,
+    make_policy_loss,
+    policy_loss_hyper,
+    register_policy_loss,
+)
+
+policy_loss = clip_policy_loss  # the decoupled-clip loss under its historical name
+
 KL_ESTIMATORS = ("k1", "k2", "k3")
-
-
-def grpo_advantages(
-    scores: torch.Tensor,  # [B] one scalar reward per response
-    group_ids: torch.Tensor,  # [B] integer id of each response's prompt group
-    *,
-    norm_by_std: bool = True,
-    eps: float = 1e-6,
-) -> torch.Tensor:  # [B]
-    """GRPO: a response's reward minus its group's mean, divided by the group's std (unbiased,
-    as verl) when ``norm_by_std``. Groups of one and all-equal groups get advantage 0."""
-    scores = scores.float()
-    _, inverse = torch.unique(group_ids, return_inverse=True)
-    num_groups = int(inverse.max().item()) + 1 if inverse.numel() else 0
-    counts = torch.zeros(num_groups).index_add_(0, inverse, torch.ones_like(scores))  # [G]
-    sums = torch.zeros(num_groups).index_add_(0, inverse, scores)  # [G]
-    means = sums / counts  # [G]
-    centred = scores - means[inverse]  # [B]
-    if not norm_by_std:
-        return centred
-    sq = torch.zeros(num_groups).index_add_(0, inverse, centred**2)  # [G]
-    std = torch.where(counts > 1, (sq / (counts - 1).clamp(min=1)).sqrt(), torch.zeros_like(sq))  # [G]
-    return centred / (std[inverse] + eps)
-
-
-def aggregate_loss(
-    loss_mat: torch.Tensor,  # [B, T] per-token loss
-    mask: torch.Tensor,  # [B, T] 1 on tokens that count
-    mode: str = "token-mean",
-) -> torch.Tensor:  # []
-    """Reduce per-token losses to a scalar.
-
-    token-mean: sum over all tokens / number of tokens (DAPO: long responses weigh more);
-    seq-mean-token-mean: mean over tokens within each sequence, then over sequences (GRPO);
-    seq-mean-token-sum: sum over tokens within each sequence, then mean over sequences (Dr. GRPO style).
-    Sequences without any counted token are ignored in the seq-mean modes.
-    """
-    mask = mask.to(loss_mat.dtype)
-    if mode == "token-mean":
-        return (loss_mat * mask).sum() / mask.sum().clamp(min=1.0)
-    per_seq_tokens = mask.sum(-1)  # [B]
-    seq_sum = (loss_mat * mask).sum(-1)  # [B]
-    present = (per_seq_tokens > 0).to(loss_mat.dtype)  # [B]
-    if mode == "seq-mean-token-mean":
-        per_seq = seq_sum / per_seq_tokens.clamp(min=1.0)
-    elif mode == "seq-mean-token-sum":
-        per_seq = seq_sum
-    else:
-        raise ValueError(f"unknown loss_agg_mode {mode!r}; expected one of {LOSS_AGG_MODES}")
-    return (per_seq * present).sum() / present.sum().clamp(min=1.0)
-
-
-@dataclass
-class PolicyLossOutput:
-    loss: torch.Tensor  # [] aggregated clipped surrogate
-    clipfrac: torch.Tensor  # [] fraction of tokens clipped on either side (verl's pg_clipfrac)
-    clipfrac_high: torch.Tensor  # [] ratio > 1 + eps_high with A > 0
-    clipfrac_lower: torch.Tensor  # [] ratio < 1 - eps_low with A < 0 (verl's pg_clipfrac_lower)
-    approx_kl: torch.Tensor  # [] mean(old_logp - logp) over tokens (verl's ppo_kl)
-
-
-def policy_loss(
-    logp: torch.Tensor,  # [B, T] current policy log-probs of the sampled tokens
-    old_logp: torch.Tensor,  # [B, T] log-probs under the policy that sampled them
-    advantages: torch.Tensor,  # [B] or [B, T]
-    mask: torch.Tensor,  # [B, T]
-    *,
-    eps_low: float = 0.2,
-    eps_high: float = 0.4,
-    agg_mode: str = "token-mean",
-) -> PolicyLossOutput:
-    """PPO clipped surrogate with decoupled bounds (DAPO clip-higher):
-    ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)`` per token, then aggregated."""
-    if advantages.dim() == 1:
-        advantages = advantages.unsqueeze(-1).expand_as(logp)  # [B, T]
-    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # [B, T]
-    ratio = log_ratio.exp()
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
-    loss_mat = torch.maximum(unclipped, clipped)  # [B, T]
-    m = mask.to(logp.dtype)
-    n_tok = m.sum().clamp(min=1.0)
-    with torch.no_grad():
-        is_clipped = (clipped > unclipped).to(logp.dtype)
-        high = ((ratio > 1.0 + eps_high) & (advantages > 0)).to(logp.dtype)
-        low = ((ratio < 1.0 - eps_low) & (advantages < 0)).to(logp.dtype)
-        out_stats = (
-            (is_clipped * m).sum() / n_tok,
-            (high * m).sum() / n_tok,
-            (low * m).sum() / n_tok,
-            (-log_ratio * m).sum() / n_tok,
-        )
-    return PolicyLossOutput(aggregate_loss(loss_mat, mask, agg_mode), *out_stats)
 
 
 def kl_penalty(
@@ -166,3 +98,41 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer_len: int, facto
         return torch.zeros_like(lengths, dtype=torch.float32)
     start = max_len - buffer_len
     return -factor * ((lengths.float() - start) / buffer_len).clamp(0.0, 1.0)
+
+
+def length_penalty_active(step: int, period: int, on_steps: int) -> bool:
+    """The cyclic schedule: with ``period > 0`` the penalty is on for the first ``on_steps`` steps of
+    every ``period`` (steps count from 1: on for steps 1..on_steps, period+1..period+on_steps, ...);
+    ``period == 0`` means always on."""
+    if period <= 0:
+        return True
+    return (step - 1) % period < on_steps
+
+
+def cosine_length_penalty(
+    lengths: torch.Tensor,  # [B] response lengths in tokens
+    max_len: int,
+    step: int,
+    *,
+    min_penalty: float,
+    max_penalty: float,
+    period: int = 0,
+    on_steps: int = 0,
+) -> torch.Tensor:  # [B] <= 0
+    """ProRL v2's scheduled cosine length penalty (a value <= 0 added to the reward).
+
+    The length term is the cosine schedule of Yeo et al., "Demystifying Long Chain-of-Thought
+    Reasoning in LLMs" (arXiv:2502.03373: CosFn(t, T, eta_min, eta_max) = eta_min +
+    (eta_max - eta_min)(1 + cos(t pi / T)) / 2), used as a penalty that grows with the length:
+
+        penalty(L) = -(min_penalty + (max_penalty - min_penalty) * (1 - cos(pi * min(L, max_len) / max_len)) / 2)
+
+    i.e. ``-min_penalty`` at L = 0, ``-max_penalty`` at L >= max_len, flat at both ends. ProRL v2
+    (NVIDIA blog, Aug 2025) applies such a penalty on a schedule, cyclically; its post gives no
+    formula for the schedule, so the on/off window of :func:`length_penalty_active` is this
+    implementation's choice. Off steps, and ``min_penalty == max_penalty == 0``, give zeros.
+    """
+    if (min_penalty == 0 and max_penalty == 0) or not length_penalty_active(step, period, on_steps):
+        return torch.zeros_like(lengths, dtype=torch.float32)
+    x = (lengths.float() / max_len).clamp(0.0, 1.0)  # [B]
+    return -(min_penalty + (max_penalty - min_penalty) * 0.5 * (1.0 - torch.cos(math.pi * x)))

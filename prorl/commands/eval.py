@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from prorl.rewards.scorer import RewardScorer
     from prorl.rollout.hf import HFRolloutEngine
     from prorl.trainer.evaluate import evaluate
-    from prorl.trainer.loop import resolve_model_path
+    from prorl.trainer.setup import resolve_model_path
 
     torch.manual_seed(args.seed)
     try:

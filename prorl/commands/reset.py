@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prorl.trainer.loop import RESET_REQUEST
+    from prorl.trainer.setup import RESET_REQUEST
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").exists():

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [i for i, r in enumerate(rows, 1) if not isinstance(r.get("response"), str)]
     if missing:
         raise DataError(f"rows {missing[:5]} have no string 'response' field")
-    from prorl.trainer.loop import resolve_model_path
+    from prorl.trainer.setup import resolve_model_path
 
     model, tok = load_policy(resolve_model_path(args.model))
     sft(model, tok, encode_pairs(tok, [(r["prompt"], r["response"]) for r in rows]), steps=args.steps,

@@ -1,8 +1,13 @@
-"""``prorl train [CONFIG.yaml] [section.key=value ...] [--resume]``."""
+"""``prorl train [CONFIG.yaml] [section.key=value ...] [--resume] [--nproc-per-node N]``.
+
+``--nproc-per-node N`` re-launches the same command under torchrun with N processes on this
+machine; a multi-node job runs ``torchrun --nnodes ... -m prorl train ...`` on every node.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -12,6 +17,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in trainer.run_dir")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing trainer.run_dir")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and meaning")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="train with N processes on this machine (torchrun; gloo on CPU, NCCL + FSDP2 on GPUs)")
+
+
+def torchrun_command(argv: list[str], nproc: int) -> list[str]:
+    """The torchrun command line that runs ``prorl train argv`` (without --nproc-per-node) on ``nproc``
+    local processes."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "prorl", "train", *argv]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,6 +35,12 @@ def run(args: argparse.Namespace) -> int:
         for key, default, doc in describe_fields():
             print(f"{key:36s} {default:24s} {doc}")
         return 0
+    if args.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        argv = ([args.config] if args.config else []) + list(args.overrides) \
+            + (["--resume"] if args.resume else []) + (["--overwrite"] if args.overwrite else [])
+        import subprocess
+
+        return subprocess.call(torchrun_command(argv, args.nproc_per_node))
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
         overrides.insert(0, config)  # `prorl train rollout.n=4` with no file

@@ -1,4 +1,6 @@
-"""Reading and writing verl-schema rows: parquet (by ``.parquet`` extension, via pyarrow) or JSONL."""
+"""Writing verl-schema rows: parquet (by ``.parquet`` extension, via pyarrow) or JSONL.
+
+Read them back with :func:`prorl.data.dataset.read_rows`."""
 
 from __future__ import annotations
 
@@ -45,14 +47,3 @@ def _no_empty_structs(obj: object) -> object:
     if isinstance(obj, list):
         return [_no_empty_structs(v) for v in obj]
     return obj
-
-
-def read_rows(path: str | os.PathLike) -> list[dict]:
-    """Rows back from a file written by :func:`write_rows` (or any verl parquet / JSONL file)."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 
 def load_policy(name_or_path: str | Path, *, dtype: str = "float32", device: str = "cpu"):
@@ -63,11 +62,3 @@ def response_logprobs(
     logp = torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1)  # [B, R]
     ent = entropy_from_logits(logits) if with_entropy else None
     return logp, ent
-
-
-def sequence_logprobs_reference(model, input_ids, attention_mask, response_len, temperature=1.0):
-    """Slow, obviously-correct version of :func:`response_logprobs` (full logits), for tests."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits.float()
-    logits = logits[:, -response_len - 1:-1, :] / temperature
-    return F.log_softmax(logits, -1).gather(-1, input_ids[:, -response_len:].unsqueeze(-1)).squeeze(-1)

@@ -81,13 +81,11 @@ def build_model(tokenizer, *, hidden_size: int = 128, layers: int = 4, heads: in
     return AutoModelForCausalLM.from_config(config)
 
 
-def build_tiny(out_dir: str | Path, **model_kwargs) -> Path:
-    """Build and save the tiny tokenizer + untrained model to ``out_dir``."""
+def save_tiny(model, tokenizer, out_dir: str | Path) -> Path:
+    """Save ``model`` and ``tokenizer`` to ``out_dir`` (generation stops at EOS and pads with PAD)."""
     out = Path(out_dir)
-    tok = build_tokenizer()
-    model = build_model(tok, **model_kwargs)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out

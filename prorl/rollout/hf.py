@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -10,16 +10,28 @@ from prorl.rollout.base import Completion
 
 
 class HFRolloutEngine:
-    """Samples from the policy module itself, so ``sync_weights`` has nothing to copy."""
+    """Samples with ``model.generate`` from its own copy of the policy (an unsharded module, so
+    ranks can stop at different lengths), refreshed by :meth:`load_weights` after each update."""
 
     def __init__(self, model, *, eos_token_id: int | Sequence[int], pad_token_id: int, max_batch_size: int = 256):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
         self.model = model
         self.eos_ids = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
 
-    def sync_weights(self, model) -> None:
-        self.model = model
+    @torch.no_grad()
+    def load_weights(self, named_weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        params = dict(self.model.named_parameters())
+        for name, tensor in named_weights:
+            params[name].copy_(tensor)
+
+    def sleep(self) -> None:
+        """Nothing to release: the HF engine holds no KV cache between calls."""
+
+    def wake_up(self) -> None:
+        """See :meth:`sleep`."""
 
     @torch.no_grad()
     def generate(self, prompts, *, n: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -27,10 +39,18 @@ class HFRolloutEngine:
         was_training = self.model.training
         self.model.eval()
         out: list[list[Completion]] = []
-        per_call = max(1, self.max_batch_size // max(n, 1))
+        per_call = self.max_batch_size // max(n, 1)  # whole prompts (n sequences each) per generate call
         try:
-            for start in range(0, len(prompts), per_call):
-                out.extend(self._generate_chunk(prompts[start:start + per_call], n, temperature, top_p, max_new_tokens))
+            if per_call >= 1:
+                for start in range(0, len(prompts), per_call):
+                    out.extend(self._generate_chunk(prompts[start:start + per_call], n, temperature, top_p, max_new_tokens))
+            else:  # large groups (BroRL, n > max_batch_size): a prompt's n samples over several calls
+                for p in prompts:
+                    group: list[Completion] = []
+                    for start in range(0, n, self.max_batch_size):
+                        k = min(self.max_batch_size, n - start)
+                        group.extend(self._generate_chunk([p], k, temperature, top_p, max_new_tokens)[0])
+                    out.append(group)
         finally:
             self.model.train(was_training)
         return out
@@ -51,13 +71,15 @@ class HFRolloutEngine:
             temperature=None if greedy else temperature,
             top_p=None if greedy else top_p,
             top_k=None,
-            num_return_sequences=n,
+            num_return_sequences=1 if greedy else n,  # HF rejects greedy with several sequences
             max_new_tokens=max_new_tokens,
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.pad_token_id,
-        )[:, P:]  # [len(prompts) * n, <= max_new_tokens], grouped by prompt
+        )[:, P:]  # [len(prompts) * n, <= max_new_tokens], grouped by prompt (greedy: [len(prompts), ...])
         groups: list[list[Completion]] = []
         rows = seqs.tolist()
+        if greedy:  # the n greedy samples of a prompt are identical
+            rows = [row for row in rows for _ in range(n)]
         for g in range(len(prompts)):
             group = []
             for row in rows[g * n:(g + 1) * n]:

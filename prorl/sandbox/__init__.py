@@ -2,7 +2,8 @@
 
 ``run_python`` runs a program once; ``PythonSession`` loads one and calls its functions or runs
 it on test inputs, with only plain data crossing the boundary; ``self_check`` probes which
-protections are active on this machine (``prorl sandbox-check`` prints them).
+protections are active on this machine (``prorl sandbox-check`` prints them). The seccomp
+policy is in ``syscall_filter``, per-run cgroups in ``cgroups``, shared types in ``config``.
 """
 
 from prorl.sandbox.runner import (Limits, RunResult, SandboxClosed, SandboxConfig,

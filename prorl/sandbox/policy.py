@@ -14,12 +14,12 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from prorl.sandbox.runner import Limits, SandboxConfig
+from prorl.sandbox.config import Limits, SandboxConfig
+from prorl.sandbox.process import SandboxUnavailable
 
 SANDBOX_BOOT = "/sandbox/boot.py"
 SANDBOX_WORK = "/tmp"
@@ -51,6 +51,8 @@ class Backend:
     version: tuple[int, ...] = ()
     options: frozenset[str] = frozenset(_OPTIONAL_OPTIONS)  # optional bwrap flags supported
     notes: tuple[str, ...] = field(default=())
+    seccomp: bool = False  # the syscall filter (syscall_filter.py) is applied to every run
+    cgroup_parent: str | None = None  # delegated cgroup v2 dir for per-run cgroups (cgroups.py)
 
     def describe(self) -> str:
         if self.kind != "bwrap":
@@ -59,7 +61,10 @@ class Backend:
         ver = ".".join(map(str, self.version))
         missing = sorted(set(_OPTIONAL_OPTIONS) - self.options)
         extra = f"; this bwrap lacks {', '.join(missing)}" if missing else ""
-        return f"bwrap={self.bwrap}, python={self.python} ({ver}), runs as {who}{extra}"
+        sec = "seccomp filter" if self.seccomp else "NO seccomp filter"
+        cg = f", per-run cgroups under {self.cgroup_parent}" if self.cgroup_parent else ""
+        return (f"bwrap={self.bwrap}, python={self.python} ({ver}), runs as {who}, "
+                f"{sec}{cg}{extra}")
 
 
 def world_accessible(path: str) -> bool:
@@ -73,12 +78,10 @@ def world_accessible(path: str) -> bool:
         return False
 
 
-def unsafe_backend(cfg: "SandboxConfig | None" = None) -> Backend:
+def unsafe_backend(cfg: SandboxConfig | None = None) -> Backend:
     """Explicit opt-in only: rlimits and a temp dir but no isolation. As root, the program
     still runs as a dedicated unprivileged uid (so it cannot, e.g., kill every process), which
     needs an interpreter that other uids can execute."""
-    from prorl.sandbox.runner import SandboxUnavailable
-
     if os.geteuid() != 0:
         return Backend("unsafe", python=os.path.realpath(sys.executable))
     cands = [cfg.python] if cfg is not None and cfg.python else \
@@ -97,7 +100,7 @@ def check_file_name(name: str) -> None:
         raise ValueError(f"invalid sandbox file name {name!r}")
 
 
-def _interpreter_candidates(cfg: "SandboxConfig") -> list[str]:
+def _interpreter_candidates(cfg: SandboxConfig) -> list[str]:
     if cfg.python:
         return [cfg.python]
     cands = ["/usr/bin/python3", "/usr/local/bin/python3",
@@ -179,10 +182,10 @@ def plan(python: str, bwrap: str, drop_uid: bool, extra: tuple[str, ...] = ()) -
                    options=_bwrap_options(bwrap))
 
 
-def discover(cfg: "SandboxConfig", probe: Callable[[Backend], None]) -> Backend:
-    """Return the first bwrap + interpreter combination that passes ``probe``."""
-    from prorl.sandbox.runner import SandboxUnavailable
-
+def discover(cfg: SandboxConfig, probe: Callable[[Backend], None], seccomp: bool = False,
+             cgroup_parent: str | None = None) -> Backend:
+    """Return the first bwrap + interpreter combination that passes ``probe`` (run with the
+    syscall filter when ``seccomp``, inside a per-run cgroup when ``cgroup_parent``)."""
     bwrap = cfg.bwrap or shutil.which("bwrap") or ""
     if not bwrap or not os.access(bwrap, os.X_OK):
         raise SandboxUnavailable(
@@ -192,7 +195,8 @@ def discover(cfg: "SandboxConfig", probe: Callable[[Backend], None]) -> Backend:
     errors: list[str] = []
     for py in _interpreter_candidates(cfg):
         try:
-            b = plan(py, bwrap, drop_uid, tuple(cfg.extra_ro_binds))
+            b = replace(plan(py, bwrap, drop_uid, tuple(cfg.extra_ro_binds)), seccomp=seccomp,
+                        cgroup_parent=cgroup_parent)
             probe(b)
             return b
         except Exception as e:  # try the next interpreter
@@ -201,9 +205,9 @@ def discover(cfg: "SandboxConfig", probe: Callable[[Backend], None]) -> Backend:
                              if errors else "no Python interpreter found for the sandbox")
 
 
-def bwrap_argv(b: Backend, limits: "Limits", boot_fd: int, file_fds: dict[str, int], mode: str,
-               extra_args: tuple[str, ...]) -> list[str]:
-    """The full bwrap command line for one run."""
+def bwrap_argv(b: Backend, limits: Limits, boot_fd: int, file_fds: dict[str, int], mode: str,
+               extra_args: tuple[str, ...], seccomp_fd: int | None = None) -> list[str]:
+    """The full bwrap command line for one run (``seccomp_fd``: the BPF program to install)."""
     opt = b.options
 
     def size(mb: int) -> list[str]:
@@ -213,6 +217,8 @@ def bwrap_argv(b: Backend, limits: "Limits", boot_fd: int, file_fds: dict[str, i
             "--hostname", "sandbox"]
     if "--disable-userns" in opt:
         argv.append("--disable-userns")
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     for target, link in b.symlinks:
         argv += ["--symlink", target, link]
     for p in b.ro_binds:

@@ -108,6 +108,7 @@ class SandboxProcess:
                 os.set_blocking(stream.fileno(), False)
                 self._sel.register(stream, selectors.EVENT_READ)
         self._closed = False
+        self.cgroup = None  # the run's cgroups.RunCgroup, when per-run cgroups are in use
 
     # -- reading
     def _pump(self, timeout: float) -> bool:

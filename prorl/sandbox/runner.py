@@ -12,21 +12,27 @@ Isolation (see ``policy.py`` for how the command line is built):
   concurrent slot (root would ignore ``RLIMIT_NPROC``), so the program is not root on the host
   (switched with ``setpriv`` at exec time when available, which keeps spawning cheap from a big
   scorer process);
+* a seccomp syscall filter built by libseccomp (policy and table: ``syscall_filter.py``),
+  installed by bwrap before the interpreter starts: io_uring, keyrings, bpf, ptrace, mount and
+  namespace calls, kernel modules, clock setting, ... fail with EPERM;
+* per-run cgroup v2 limits on total memory and processes where the host delegates cgroup v2
+  (``cgroups.py``; optional hardening);
 * rlimits applied inside before any untrusted code runs: CPU, address space, processes (counted
   per user namespace, so one run's fork bomb cannot starve another), file size, open files;
 * wall-clock timeout and stdout/stderr caps enforced by the host, which kills the sandbox's
   pid 1 (taking every sandboxed process with it) and then bwrap.
 
-If bwrap is missing or fails its self-test, :class:`SandboxUnavailable` is raised unless the
+If bwrap is missing or fails its self-test, or the syscall filter cannot be built (no
+libseccomp), :class:`SandboxUnavailable` is raised unless the
 caller explicitly opted into unsafe execution (``allow_unsafe=True``, ``configure(allow_unsafe=
-True)`` or ``PRORL_SANDBOX_ALLOW_UNSAFE=1``): then the program runs with the rlimits in a temp
-dir, still as a dedicated uid when we are root, but with NO isolation.
+True)`` or ``PRORL_SANDBOX_ALLOW_UNSAFE=1``): then a missing filter means bwrap without it, and
+a missing bwrap means the program runs with the rlimits in a temp dir, still as a dedicated uid
+when we are root, but with NO isolation.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import signal
@@ -34,36 +40,18 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from prorl.sandbox import policy
+from prorl.sandbox import cgroups, policy, syscall_filter
+from prorl.sandbox.config import Limits, SandboxConfig
 from prorl.sandbox.process import (SLOTS, SandboxClosed, SandboxProcess, SandboxTimeout,
                                    SandboxUnavailable, memfd)
 
 log = logging.getLogger(__name__)
 
 BOOT_PATH = Path(__file__).with_name("boot.py")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource bounds of one sandboxed run."""
-
-    wall_s: float = 10.0  # host-enforced wall clock (kills the whole sandbox)
-    cpu_s: float = 10.0  # RLIMIT_CPU per process (SIGXCPU, then SIGKILL one second later)
-    memory_mb: int = 1024  # RLIMIT_AS per process
-    nproc: int = 16  # RLIMIT_NPROC inside the run's own user namespace (threads count too)
-    fsize_mb: int = 32  # RLIMIT_FSIZE: largest file the program may write
-    nofile: int = 256  # RLIMIT_NOFILE
-    max_output: int = 1 << 20  # bytes kept per stream; the run is killed when exceeded
-    tmpfs_mb: int = 64  # size of the private /tmp scratch dir
-    shm_mb: int = 16  # size of /dev/shm
-
-    def boot_args(self) -> list[str]:
-        return [str(max(1, math.ceil(self.cpu_s))), str(int(self.memory_mb) << 20),
-                str(int(self.nproc)), str(int(self.fsize_mb) << 20), str(int(self.nofile))]
 
 
 @dataclass
@@ -92,36 +80,20 @@ class RunResult:
         return self.stderr.decode("utf-8", "replace")
 
 
-@dataclass
-class SandboxConfig:
-    """Process-wide settings; environment variables give the defaults (for worker processes)."""
-
-    allow_unsafe: bool = field(default_factory=lambda: _env_flag("PRORL_SANDBOX_ALLOW_UNSAFE"))
-    python: str | None = field(default_factory=lambda: os.environ.get("PRORL_SANDBOX_PYTHON"))
-    bwrap: str | None = field(default_factory=lambda: os.environ.get("PRORL_SANDBOX_BWRAP"))
-    uid_base: int = field(default_factory=lambda: int(os.environ.get("PRORL_SANDBOX_UID_BASE",
-                                                                     "1900000000")))
-    slots: int = field(default_factory=lambda: int(os.environ.get("PRORL_SANDBOX_SLOTS", "64")))
-    extra_ro_binds: tuple[str, ...] = ()
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 _CONFIG = SandboxConfig()
 _STATE_LOCK = threading.Lock()
 _BACKEND: "policy.Backend | None" = None
 _BACKEND_ERROR: str | None = None
+_DEGRADED: "policy.Backend | None" = None  # bwrap works, but without the syscall filter
 _WARNED_UNSAFE = False
 
 
 def configure(**kwargs) -> SandboxConfig:
     """Change the process-wide sandbox settings (e.g. ``allow_unsafe=True``); resets the probe."""
-    global _CONFIG, _BACKEND, _BACKEND_ERROR
+    global _CONFIG, _BACKEND, _BACKEND_ERROR, _DEGRADED
     with _STATE_LOCK:
         _CONFIG = replace(_CONFIG, **kwargs)
-        _BACKEND, _BACKEND_ERROR = None, None
+        _BACKEND, _BACKEND_ERROR, _DEGRADED = None, None, None
         return _CONFIG
 
 
@@ -131,16 +103,32 @@ def get_config() -> SandboxConfig:
 
 def backend() -> policy.Backend:
     """The probed isolation backend (cached); raises :class:`SandboxUnavailable` with the reason."""
-    global _BACKEND, _BACKEND_ERROR
+    global _BACKEND, _BACKEND_ERROR, _DEGRADED
     with _STATE_LOCK:
         if _BACKEND is None and _BACKEND_ERROR is None:
             try:
-                _BACKEND = policy.discover(_CONFIG, _probe)
+                found = _discover()
             except SandboxUnavailable as e:
                 _BACKEND_ERROR = str(e)
+            else:
+                if found.seccomp:
+                    _BACKEND = found
+                else:  # usable only with the explicit unsafe opt-in
+                    _DEGRADED = found
+                    _BACKEND_ERROR = f"no seccomp syscall filter: {_filter_status()[1]}"
         if _BACKEND is None:
             raise SandboxUnavailable(_BACKEND_ERROR)
         return _BACKEND
+
+
+def degraded_backend() -> "policy.Backend | None":
+    """The bwrap backend without the syscall filter, when only the filter is missing (used
+    only with the explicit unsafe opt-in), else ``None``."""
+    try:
+        backend()
+    except SandboxUnavailable:
+        pass
+    return _DEGRADED
 
 
 def available() -> tuple[bool, str]:
@@ -149,6 +137,25 @@ def available() -> tuple[bool, str]:
         return True, backend().describe()
     except SandboxUnavailable as e:
         return False, str(e)
+
+
+def _filter_status() -> tuple[bool, str]:
+    if not _CONFIG.seccomp:
+        return False, "turned off (seccomp=False / PRORL_SANDBOX_SECCOMP=0)"
+    return syscall_filter.status()
+
+
+def _discover() -> policy.Backend:
+    """bwrap + interpreter, with the syscall filter when it can be built, in per-run cgroups
+    when the host delegates them (falling back to no cgroups if they break the self-test)."""
+    with_filter = _filter_status()[0]
+    cg = cgroups.detect(_CONFIG.cgroup_parent)
+    if cg.available:
+        try:
+            return policy.discover(_CONFIG, _probe, with_filter, cg.parent)
+        except SandboxUnavailable as e:
+            log.warning("per-run cgroups under %s do not work, not using them: %s", cg.parent, e)
+    return policy.discover(_CONFIG, _probe, with_filter, None)
 
 
 def _probe(b: policy.Backend) -> None:
@@ -185,13 +192,17 @@ def _spawn(b: "policy.Backend", mode: str, code: str, limits: Limits, files: dic
             stdin_arg = memfd("stdin", stdin)
             fds.append(stdin_arg)
 
+        seccomp_fd = None
+        if b.kind == "bwrap" and b.seccomp:
+            seccomp_fd = memfd("seccomp", syscall_filter.bpf_program())
+            fds.append(seccomp_fd)
         user = None
         if b.drop_uid:
             slot, lock_fd = SLOTS.acquire(_CONFIG.slots)
             cleanups.append(lambda: os.close(lock_fd))
             user = _CONFIG.uid_base + slot
         if b.kind == "bwrap":
-            argv = policy.bwrap_argv(b, limits, boot_fd, file_fds, mode, extra_args)
+            argv = policy.bwrap_argv(b, limits, boot_fd, file_fds, mode, extra_args, seccomp_fd)
             cwd = "/"
         else:  # explicit opt-in: no isolation at all, only rlimits, a temp dir and (as root) a uid
             scratch = tempfile.mkdtemp(prefix="prorl-unsafe-")
@@ -216,10 +227,16 @@ def _spawn(b: "policy.Backend", mode: str, code: str, limits: Limits, files: dic
                         *argv]
             else:
                 drop = {"user": user, "group": user, "extra_groups": []}
+        cgroup = None
+        if b.kind == "bwrap" and b.cgroup_parent:
+            cgroup = cgroups.RunCgroup(b.cgroup_parent, limits.cgroup_memory_bytes(),
+                                       limits.cgroup_pids())
+            cleanups.append(cgroup.remove)
+            argv = cgroup.wrap(argv)
         popen = subprocess.Popen(
             argv, stdin=stdin_arg, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-            pass_fds=[boot_fd, *file_fds.values()],
+            pass_fds=[boot_fd, *file_fds.values(), *([seccomp_fd] if seccomp_fd else [])],
             start_new_session=True, close_fds=True, umask=0o077, **drop)
     except BaseException:
         for fn in cleanups:
@@ -229,7 +246,9 @@ def _spawn(b: "policy.Backend", mode: str, code: str, limits: Limits, files: dic
     for fd in fds:
         os.close(fd)
     fds.clear()
-    return SandboxProcess(popen, cleanups, limits.max_output, b.kind == "bwrap", max_stderr)
+    sp = SandboxProcess(popen, cleanups, limits.max_output, b.kind == "bwrap", max_stderr)
+    sp.cgroup = cgroup
+    return sp
 
 
 def _run(b: "policy.Backend", code: str, stdin: bytes, limits: Limits, files: dict | None,
@@ -255,6 +274,8 @@ def _run(b: "policy.Backend", code: str, stdin: bytes, limits: Limits, files: di
         code_ = sp.popen.returncode
         if killed_by is None:
             code_, killed_by = _classify(code_, bytes(sp.stderr), b.kind == "bwrap")
+            if sp.cgroup is not None and killed_by in (None, "signal") and sp.cgroup.oom_killed():
+                killed_by = "memory"  # the run's total memory bound (cgroup) was hit
         elif killed_by == "timeout":
             code_ = None
         return RunResult(code_, bytes(sp._out), bytes(sp.stderr), time.monotonic() - t0,
@@ -274,16 +295,20 @@ def _classify(code: int, stderr: bytes, via_bwrap: bool) -> tuple[int, str | Non
 
 
 def _resolve_backend(allow_unsafe: bool | None) -> "policy.Backend":
+    """The isolated backend, or with the explicit unsafe opt-in the best one there is: bwrap
+    without the syscall filter when only the filter is missing, else no isolation at all."""
     try:
         return backend()
     except SandboxUnavailable:
         if allow_unsafe or (allow_unsafe is None and _CONFIG.allow_unsafe):
             global _WARNED_UNSAFE
+            degraded = _DEGRADED
             if not _WARNED_UNSAFE:
                 _WARNED_UNSAFE = True
-                log.warning("running untrusted code WITHOUT isolation (allow_unsafe=True): %s",
+                what = "without the seccomp filter" if degraded else "WITHOUT isolation"
+                log.warning("running untrusted code %s (allow_unsafe=True): %s", what,
                             _BACKEND_ERROR)
-            return policy.unsafe_backend(_CONFIG)
+            return degraded or policy.unsafe_backend(_CONFIG)
         raise
 
 
@@ -317,4 +342,5 @@ def spawn_python(code: str, mode: str, *, limits: Limits | None = None,
 
 __all__ = ["Limits", "RunResult", "SandboxClosed", "SandboxConfig", "SandboxProcess",
            "SandboxTimeout", "SandboxUnavailable", "available", "backend", "configure",
+           "degraded_backend",
            "get_config", "run_python", "spawn_python"]

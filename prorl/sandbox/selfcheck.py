@@ -2,23 +2,28 @@
 
 Every check actually tries the forbidden thing from inside a sandbox (connect to a server the
 host opened on 127.0.0.1, read host files and the host's environment, write outside the scratch
-dir, fork past the limit, ...) and reports whether it was stopped.
+dir, fork past the limit, call each syscall the seccomp filter denies, ...) and reports whether
+it was stopped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from prorl.sandbox import runner
-from prorl.sandbox.runner import Limits, SandboxUnavailable
+from prorl.sandbox import cgroups, runner, syscall_filter
+from prorl.sandbox.config import Limits
+from prorl.sandbox.policy import SANDBOX_BOOT, SANDBOX_WORK, Backend
+from prorl.sandbox.process import SandboxUnavailable
 
 
 @dataclass
@@ -88,6 +93,114 @@ print(n)
 '''
 
 
+# Calls each syscall named in argv ("name=number") with harmless arguments (zeros, or values
+# that are safe even where nothing stops them) and prints {name: "ok" | errno name}.
+SYSCALL_PROBE = r"""
+import ctypes, errno, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+special = {
+    "clone": [0x10000000 | 17],  # CLONE_NEWUSER | SIGCHLD: a fork into a new user namespace
+    "ptrace": [0xFFFF],  # an invalid request (PTRACE_TRACEME = 0 would trace us)
+    "personality": [0x0040000],  # ADDR_NO_RANDOMIZE
+    "personality_query": [0xFFFFFFFF],  # reading the persona stays allowed
+    "setns": [-1],
+    "userfaultfd": [1],  # UFFD_USER_MODE_ONLY: allowed to unprivileged users by the kernel
+}
+out = {}
+for item in sys.argv[1:]:
+    name, nr = item.split("=")
+    args = (special.get(name, []) + [0] * 6)[:6]
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(int(nr)), *[ctypes.c_long(a) for a in args])
+    if r == 0 and name == "clone":
+        os._exit(0)  # the child of an unfiltered clone
+    if r > 0 and name == "clone":
+        os.waitpid(r, 0)
+    out[name] = "ok" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+print(json.dumps(out))
+"""
+
+
+def syscall_probe_argv() -> tuple[str, ...]:
+    """``name=number`` for every call the filter denies (that exists here), plus the allowed
+    persona query and an x32-ABI call (must be refused as a foreign architecture)."""
+    nums = syscall_filter.syscall_numbers()
+    items = [f"{n}={nr}" for n, nr in nums.items()]
+    if "personality" in nums:
+        items.append(f"personality_query={nums['personality']}")
+    if "keyctl" in nums and os.uname().machine == "x86_64":
+        items.append(f"x32_keyctl={nums['keyctl'] | 0x40000000}")
+    return tuple(items)
+
+
+def expected_syscall_result(name: str) -> str:
+    """What a probed call must give under the filter."""
+    if name == "clone3":
+        return "ENOSYS"  # so that glibc falls back to clone, whose flags the filter can read
+    if name == "personality_query":
+        return "ok"
+    return "EPERM"
+
+
+def probe_syscalls(allow_unsafe: bool = False) -> dict[str, str]:
+    """Run :data:`SYSCALL_PROBE` in the sandbox; ``{name: "ok" | errno name}``."""
+    res = runner.run_python(SYSCALL_PROBE, argv=syscall_probe_argv(), limits=Limits(wall_s=30),
+                            allow_unsafe=allow_unsafe)
+    if res.exit_code != 0:
+        raise RuntimeError(f"syscall probe failed: exit={res.exit_code} "
+                           f"stderr={res.stderr_text[-300:]}")
+    return json.loads(res.stdout_text)
+
+
+def _check_filter(allow_unsafe: bool) -> Check:
+    name = "seccomp syscall filter (denied calls fail with EPERM)"
+    try:
+        got = probe_syscalls(allow_unsafe)
+    except (RuntimeError, ValueError, syscall_filter.FilterUnavailable) as e:
+        return Check(name, False, str(e))
+    wrong = {k: v for k, v in got.items() if v != expected_syscall_result(k)}
+    if wrong:
+        return Check(name, False, f"{len(wrong)} of {len(got)} probes got through or gave the "
+                                  f"wrong errno: {dict(sorted(wrong.items()))}")
+    return Check(name, True, f"{len(got)} probes from inside: every denied call EPERM "
+                             f"(clone3 ENOSYS, persona query allowed)")
+
+
+def _check_cgroups(b: Backend | None) -> Check:
+    name = "per-run cgroup v2 limits (total memory, processes)"
+    if b is not None and b.cgroup_parent:
+        return Check(name, True, f"per-run cgroups under {b.cgroup_parent}", required=False)
+    found = cgroups.detect(runner.get_config().cgroup_parent)
+    detail = f"not available: {found.detail}" if not found.available else \
+        f"detected under {found.parent} but not in use (it failed the self-test)"
+    return Check(name, False, detail, required=False)
+
+
+def host_probe_paths(b: Backend | None, marker: str) -> list[str]:
+    """Host paths the sandbox must not see: well-known ones, this repository, and ``marker``
+    (a file the host made in its own temp dir). Paths the sandbox legitimately has in its own
+    view (``/proc``, the interpreter's read-only binds, ...), what lies below them and their
+    parents (e.g. ``/tmp`` when the repository is cloned there: inside, ``/tmp`` is the run's
+    own scratch dir) are left out: seeing those says nothing about the host. Below the scratch
+    dir nothing is legitimate, so a host file in ``/tmp`` stays a probe."""
+    repo = Path(__file__).resolve().parents[2]
+    cands = ["/etc/shadow", "/etc/passwd", "/root", "/home", str(repo), str(repo.parent),
+             "/var", "/run", "/sys/fs/cgroup", "/usr/share", "/usr/local", marker]
+    shown = [str(PurePosixPath(SANDBOX_BOOT).parent), "/proc", "/dev", "/etc/ld.so.cache"]
+    if b is not None:
+        shown += [*b.ro_binds, *b.masks, *(link for _, link in b.symlinks)]
+
+    def inside(p: str, q: str) -> bool:  # p is q or below it
+        p, q = p.rstrip("/") or "/", q.rstrip("/") or "/"
+        return p == q or p.startswith(q.rstrip("/") + "/")
+
+    def legit(p: str) -> bool:
+        return inside(SANDBOX_WORK, p) or any(inside(p, q) or inside(q, p) for q in shown)
+
+    return [p for p in dict.fromkeys(cands) if not legit(p)]
+
+
 def _host_uids(pid: int) -> set[int]:
     """Real uids of ``pid`` and all its descendants, as the host sees them."""
     uids: set[int] = set()
@@ -131,8 +244,14 @@ def _serve_once(sock: socket.socket, hits: list) -> None:
 def self_check(allow_unsafe: bool = False) -> list[Check]:
     """Run every probe; ``active`` tells whether the protection held."""
     ok, why = runner.available()
-    checks = [Check("bubblewrap isolation available", ok, why)]
-    if not ok and not allow_unsafe:
+    degraded = None if ok else runner.degraded_backend()
+    b = runner.backend() if ok else degraded
+    checks = [Check("bubblewrap isolation available", b is not None,
+                    why if ok else (degraded.describe() if degraded else why))]
+    if not ok and not allow_unsafe:  # nothing may run: say why
+        if b is not None:  # bwrap works, the filter does not
+            checks.append(Check("seccomp syscall filter (denied calls fail with EPERM)", False,
+                                why))
         return checks
     secret_name, secret = "PRORL_SELFCHECK_SECRET", uuid.uuid4().hex
     os.environ[secret_name] = secret
@@ -142,9 +261,12 @@ def self_check(allow_unsafe: bool = False) -> list[Check]:
     hits: list = []
     t = threading.Thread(target=_serve_once, args=(server, hits), daemon=True)
     t.start()
-    repo = str(Path(__file__).resolve().parents[2])
-    host_paths = ["/etc/shadow", "/etc/passwd", "/root", "/home", repo, str(Path(repo).parent),
-                  "/work/shared", "/var", "/run", "/sys/fs/cgroup", "/usr/share", "/usr/local"]
+    marker_dir = tempfile.mkdtemp(prefix="prorl-selfcheck-")
+    marker = os.path.join(marker_dir, "host-only")
+    Path(marker).write_text(secret)
+    os.chmod(marker_dir, 0o755)
+    os.chmod(marker, 0o644)  # readable to the sandbox's uid, were the host's /tmp visible
+    host_paths = host_probe_paths(b, marker)
     try:
         res = runner.run_python(
             _ISOLATION_PROBE, limits=Limits(wall_s=30), allow_unsafe=allow_unsafe,
@@ -153,6 +275,7 @@ def self_check(allow_unsafe: bool = False) -> list[Check]:
     finally:
         os.environ.pop(secret_name, None)
         server.close()
+        shutil.rmtree(marker_dir, ignore_errors=True)
     try:
         r = json.loads(res.stdout_text)
     except ValueError:
@@ -177,6 +300,8 @@ def self_check(allow_unsafe: bool = False) -> list[Check]:
               f"unshare(CLONE_NEWUSER) {r['nested_userns']}", required=False),
         _check_uid(allow_unsafe),
     ]
+    if b is not None and b.kind == "bwrap":  # (with the unsafe opt-in: what gets through)
+        checks += [_check_filter(allow_unsafe), _check_cgroups(b)]
     checks += _limit_checks(allow_unsafe)
     return checks
 

@@ -1,106 +1,287 @@
-"""The actor update: log-probs in micro-batches, then PPO-style mini-batch updates with the
-decoupled-clip loss, the KL penalty to the reference and an optional entropy bonus."""
+"""The Actor: the only code that touches the policy, the reference and the optimizer.
+
+It computes log-probs, runs the PPO-style update (decoupled clip, KL penalty to the reference,
+optional entropy bonus), resets the reference and/or optimizer, rolls back to a checkpoint,
+streams its weights to a rollout engine and saves / loads itself. Under torchrun the policy and
+the reference are FSDP2-sharded; every loss is divided by *global* counts, so N processes compute
+the same update as one process on the same global batch.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import time
+import warnings
 from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import torch
 
-from prorl.algo.core import aggregate_loss, kl_penalty, masked_mean, policy_loss
-from prorl.models.policy import response_logprobs
+from prorl.algo.core import aggregate_loss, kl_penalty, make_policy_loss, masked_mean
+from prorl.config import ActorConfig, AlgoConfig, Config
+from prorl.models.policy import load_policy, response_logprobs
 from prorl.rollout.base import PackedBatch
+from prorl.trainer import distributed as D
 
 
-@torch.no_grad()
-def batch_logprobs(model, batch: PackedBatch, micro_batch_size: int, temperature: float) -> torch.Tensor:
-    """Log-probs of every response token under ``model`` without grad. # -> [B, R]"""
-    was_training = model.training
-    model.eval()
-    out = []
-    for s in range(0, batch.input_ids.shape[0], micro_batch_size):
-        lp, _ = response_logprobs(model, batch.input_ids[s:s + micro_batch_size],
-                                  batch.attention_mask[s:s + micro_batch_size], batch.response_len,
-                                  temperature=temperature)
-        out.append(lp)
-    model.train(was_training)
-    return torch.cat(out)
+@dataclass
+class TrainBatch:
+    """One step's training data on this rank: ``B = groups x group_size`` sequences."""
+
+    seqs: PackedBatch  # input ids / masks [B, P + R]
+    advantages: torch.Tensor  # [B]
+    loss_mask: torch.Tensor  # [B, R] response tokens that count in the loss
+    group_size: int
+    temperature: float  # the rollout temperature: log-probs are of the tempered distribution
+
+    @property
+    def num_groups(self) -> int:
+        return self.seqs.input_ids.shape[0] // self.group_size
 
 
-def _agg_count(mask: torch.Tensor, agg_mode: str) -> torch.Tensor:
+def agg_count(mask: torch.Tensor, agg_mode: str) -> torch.Tensor:
     """What the aggregation divides by: counted tokens (token-mean) or sequences with any token."""
     return mask.sum() if agg_mode == "token-mean" else (mask.sum(-1) > 0).sum().float()
 
 
-def update_actor(
-    model,
-    optimizer: torch.optim.Optimizer,
-    batch: PackedBatch,
-    *,
-    old_logp: torch.Tensor,  # [B, R]
-    ref_logp: torch.Tensor | None,  # [B, R]
-    advantages: torch.Tensor,  # [B]
-    loss_mask: torch.Tensor,  # [B, R] response mask, truncated responses possibly masked out
-    group_size: int,
-    mini_batch_groups: int,
-    micro_batch_size: int,
-    epochs: int,
-    eps_low: float,
-    eps_high: float,
-    agg_mode: str,
-    kl_coef: float,
-    kl_estimator: str,
-    entropy_coef: float,
-    grad_clip: float,
-    temperature: float,
-    rng: random.Random,
-) -> dict[str, float]:
-    """Run ``epochs`` passes of mini-batch updates over the batch; returns verl-named metrics.
+def make_optimizer(model: torch.nn.Module, actor: ActorConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=actor.lr, betas=tuple(actor.betas), weight_decay=actor.weight_decay)
 
-    Micro-batch losses are weighted so that their sum equals the mini-batch's aggregated loss
-    (by token count for token-mean, by sequence count for the seq-mean modes).
-    """
-    model.train()
-    num_groups = batch.input_ids.shape[0] // group_size
-    stats: dict[str, list[float]] = defaultdict(list)
-    for _ in range(epochs):
-        order = list(range(num_groups))
-        rng.shuffle(order)
-        for mb_start in range(0, num_groups, mini_batch_groups):
-            groups = order[mb_start:mb_start + mini_batch_groups]
-            idx = torch.tensor([g * group_size + j for g in groups for j in range(group_size)], device=loss_mask.device)
-            total = _agg_count(loss_mask[idx], agg_mode).clamp(min=1.0)
-            optimizer.zero_grad(set_to_none=True)
-            for s in range(0, len(idx), micro_batch_size):
-                sub = idx[s:s + micro_batch_size]
-                mask = loss_mask[sub]
-                weight = _agg_count(mask, agg_mode) / total
-                if weight.item() == 0:
-                    continue
-                logp, ent = response_logprobs(model, batch.input_ids[sub], batch.attention_mask[sub],
-                                              batch.response_len, temperature=temperature, with_entropy=True)
-                pl = policy_loss(logp, old_logp[sub], advantages[sub], mask, eps_low=eps_low,
-                                 eps_high=eps_high, agg_mode=agg_mode)
-                loss = pl.loss
-                if ref_logp is not None and kl_coef > 0:
-                    kl = aggregate_loss(kl_penalty(logp, ref_logp[sub], kl_estimator), mask, agg_mode)
-                    loss = loss + kl_coef * kl
-                    stats["actor/kl_loss"].append(kl.item())
-                ent_mean = aggregate_loss(ent, mask, agg_mode)
-                if entropy_coef:
-                    loss = loss - entropy_coef * ent_mean
-                (loss * weight).backward()
-                stats["actor/pg_loss"].append(pl.loss.item())
-                stats["actor/pg_clipfrac"].append(pl.clipfrac.item())
-                stats["actor/pg_clipfrac_higher"].append(pl.clipfrac_high.item())
-                stats["actor/pg_clipfrac_lower"].append(pl.clipfrac_lower.item())
-                stats["actor/ppo_kl"].append(pl.approx_kl.item())
-                stats["actor/entropy"].append(masked_mean(ent.detach(), mask).item())
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            if torch.isfinite(grad_norm):
-                optimizer.step()
-            else:
-                stats["actor/nonfinite_grad_skips"].append(1.0)
-            stats["actor/grad_norm"].append(float(grad_norm))
-    return {k: sum(v) / len(v) for k, v in stats.items() if v}
+
+class Actor:
+    """Policy + reference + optimizer of one rank. ``checkpoint``: resume from this directory."""
+
+    def __init__(self, cfg: Config, world: D.World, *, model_path: str, needs_reference: bool,
+                 checkpoint: Path | None = None):
+        self.world = world
+        self.cfg = cfg
+        dtype = cfg.model.dtype
+        self.model, self.tokenizer = load_policy(str(checkpoint) if checkpoint else model_path, dtype=dtype,
+                                                 device=world.device)
+        if cfg.model.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        mixed = cfg.model.fsdp_mixed_precision and world.device.startswith("cuda")
+        self.model = D.fsdp_wrap(self.model, world, mixed_precision=mixed)
+        self.reference = None
+        if needs_reference:
+            ref_dir = checkpoint / "reference" if checkpoint is not None and (checkpoint / "reference").exists() else None
+            self.reference, _ = load_policy(str(ref_dir or model_path), dtype=dtype, device=world.device)
+            self.reference.requires_grad_(False).eval()
+            self.reference = D.fsdp_wrap(self.reference, world, mixed_precision=mixed)
+        self.optimizer = make_optimizer(self.model, cfg.actor)
+        if checkpoint is not None and (checkpoint / "optimizer").exists():
+            self._load_optimizer(checkpoint / "optimizer")
+
+    # ------------------------------------------------------------------ log-probs
+    @torch.no_grad()
+    def logprobs(self, seqs: PackedBatch, *, temperature: float, reference: bool = False,
+                 micro_batch_size: int | None = None) -> torch.Tensor:
+        """Log-prob of every response token under the policy (or the reference), no grad. # -> [B, R]"""
+        model = self.reference if reference else self.model
+        mbs = micro_batch_size or self.cfg.actor.micro_batch_size
+        was_training = model.training
+        model.eval()
+        B = seqs.input_ids.shape[0]
+        chunks = [torch.arange(s, min(s + mbs, B)) for s in range(0, B, mbs)]
+        out = []
+        for idx in self._pad_to_global_count(chunks):
+            sub = seqs.select(idx) if idx is not None else self._dummy()
+            lp, _ = response_logprobs(model, sub.input_ids, sub.attention_mask, sub.response_len, temperature=temperature)
+            if idx is not None:
+                out.append(lp)
+        model.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, seqs.response_len, device=seqs.input_ids.device)
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: TrainBatch, algo: AlgoConfig, actor: ActorConfig, *, rng: random.Random) -> dict[str, float]:
+        """``actor.ppo_epochs`` passes of mini-batch updates; returns verl-named metrics (averaged over ranks).
+
+        Mini-batches hold ``actor.ppo_mini_batch_size`` prompt groups globally; micro-batch losses
+        are weighted by their share of the mini-batch's *global* count (tokens for token-mean,
+        sequences otherwise), so micro-batching and world size do not change the update. When the
+        update is on-policy (one mini-batch, one epoch) the old log-probs are the detached current
+        ones and their forward pass is skipped.
+        """
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        global_groups = int(D.all_reduce(self.world, batch.num_groups))
+        num_mini = max(1, -(-global_groups // actor.ppo_mini_batch_size))
+        on_policy = num_mini == 1 and actor.ppo_epochs == 1
+        old_logp = None if on_policy else self.logprobs(batch.seqs, temperature=batch.temperature)
+        ref_logp = self.logprobs(batch.seqs, temperature=batch.temperature, reference=True) \
+            if self.reference is not None and algo.kl_coef > 0 else None
+        timing["timing_s/old_log_prob"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.model.train()
+        stats: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # name -> [weighted sum, weight]
+        gs = batch.group_size
+        per_mini = -(-batch.num_groups // num_mini)
+        for _ in range(actor.ppo_epochs):
+            order = list(range(batch.num_groups))
+            rng.shuffle(order)
+            for m in range(num_mini):
+                groups = order[m * per_mini:(m + 1) * per_mini]
+                idx = torch.tensor([g * gs + j for g in groups for j in range(gs)], dtype=torch.long,
+                                   device=batch.loss_mask.device)
+                self._mini_batch_step(batch, idx, old_logp, ref_logp, algo, actor, stats)
+        timing["timing_s/update_actor"] = time.perf_counter() - t1
+        return {**self._mean_over_ranks(stats), **timing}
+
+    def _mini_batch_step(self, batch: TrainBatch, idx: torch.Tensor, old_logp, ref_logp, algo: AlgoConfig,
+                         actor: ActorConfig, stats: dict[str, list[float]]) -> None:
+        """One optimizer step. Metrics are weighted by each micro-batch's share of the global count,
+        so they are the mini-batch's aggregate whatever the micro-batching or world size."""
+        local = float(agg_count(batch.loss_mask[idx], algo.loss_agg_mode)) if len(idx) else 0.0
+        total = max(1.0, D.all_reduce(self.world, local))
+        self.optimizer.zero_grad(set_to_none=True)
+        mbs = actor.micro_batch_size
+        chunks = [idx[s:s + mbs] for s in range(0, len(idx), mbs)]
+        loss_fn = make_policy_loss(algo)  # the registered loss algo.policy_loss names
+        for sub in self._pad_to_global_count(chunks):
+            weight = 0.0 if sub is None else \
+                float(agg_count(batch.loss_mask[sub], algo.loss_agg_mode)) / total * self.world.world_size
+            if weight == 0.0 and not self.world.distributed:
+                continue
+            if weight == 0.0:  # nothing counted here (or no micro-batch left on this rank): a zero-weight
+                seqs = self._dummy()  # pass keeps every rank's FSDP collectives in step
+                logp, _ = response_logprobs(self.model, seqs.input_ids, seqs.attention_mask, seqs.response_len)
+                (logp.sum() * 0.0).backward()
+                continue
+            mask = batch.loss_mask[sub]
+            seqs = batch.seqs.select(sub)
+            logp, ent = response_logprobs(self.model, seqs.input_ids, seqs.attention_mask, seqs.response_len,
+                                          temperature=batch.temperature, with_entropy=True)
+            old = logp.detach() if old_logp is None else old_logp[sub]
+            pl = loss_fn(logp, old, batch.advantages[sub], mask, rollout_is_weights=None)
+            loss = pl.loss
+            if ref_logp is not None:
+                kl = aggregate_loss(kl_penalty(logp, ref_logp[sub], algo.kl_estimator), mask, algo.loss_agg_mode)
+                loss = loss + algo.kl_coef * kl
+                _add(stats, "actor/kl_loss", kl.item(), weight)
+            ent_mean = aggregate_loss(ent, mask, algo.loss_agg_mode)
+            if algo.entropy_coef:
+                loss = loss - algo.entropy_coef * ent_mean
+            (loss * weight).backward()  # FSDP averages gradients over ranks; `weight` undoes that
+            _add(stats, "actor/pg_loss", pl.loss.item(), weight)
+            _add(stats, "actor/pg_clipfrac", pl.clipfrac.item(), weight)
+            _add(stats, "actor/pg_clipfrac_higher", pl.clipfrac_high.item(), weight)
+            _add(stats, "actor/pg_clipfrac_lower", pl.clipfrac_lower.item(), weight)
+            _add(stats, "actor/ppo_kl", pl.approx_kl.item(), weight)
+            _add(stats, "actor/entropy", masked_mean(ent.detach(), mask).item(), weight)
+        grad_norm = self._clip_grad_norm(actor.grad_clip)
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+        else:
+            _add(stats, "actor/nonfinite_grad_skips", 1.0, 1.0 / self.world.world_size)
+        _add(stats, "actor/grad_norm", float(grad_norm), 1.0 / self.world.world_size)  # global: same on every rank
+
+    def _clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return torch.tensor(0.0)
+        norm = D.full_tensor(torch.nn.utils.get_total_norm([p.grad for p in params]))
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+        return norm
+
+    def _pad_to_global_count(self, chunks: list) -> list:
+        """Under FSDP every rank must run the same number of forward passes: pad with ``None``."""
+        n = int(D.all_reduce(self.world, len(chunks), op="max"))
+        return list(chunks) + [None] * (n - len(chunks))
+
+    def _dummy(self) -> PackedBatch:
+        pad = self.tokenizer.pad_token_id
+        dev = self.world.device
+        return PackedBatch(torch.full((1, 2), pad, device=dev), torch.ones(1, 2, dtype=torch.long, device=dev),
+                           torch.zeros(1, 1, device=dev), 1)
+
+    def _mean_over_ranks(self, stats: dict[str, list[float]]) -> dict[str, float]:
+        """Weighted means over micro-batches, ranks and mini-batches."""
+        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for part in D.all_gather(self.world, dict(stats)):
+            for k, (s, w) in part.items():
+                sums[k][0] += s
+                sums[k][1] += w
+        return {k: s / w for k, (s, w) in sums.items() if w}
+
+    # ------------------------------------------------------------------ control
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+    def reset(self, *, reference: bool, optimizer: bool, actor: ActorConfig) -> None:
+        """ProRL's hard reset: the reference becomes the current policy; AdamW starts afresh."""
+        if reference and self.reference is not None:
+            with torch.no_grad():  # same sharding on both models: copy local shards, no communication
+                for p_ref, p in zip(self.reference.parameters(), self.model.parameters()):
+                    p_ref.copy_(p)
+        if optimizer:
+            self.optimizer = make_optimizer(self.model, actor)
+
+    def load_policy_weights(self, path: Path) -> None:
+        """Roll the policy back to the weights of a checkpoint directory (HF safetensors)."""
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        state: dict[str, torch.Tensor] = {}
+        for f in sorted(Path(path).glob("*.safetensors")):
+            state.update(load_file(str(f)))
+        if getattr(self.model.config, "tie_word_embeddings", False):
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True, strict=True))
+
+    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(HF name, full tensor) for every parameter, gathered one at a time under FSDP2."""
+        for name, p in self.model.named_parameters():
+            yield name, D.full_tensor(p.detach())
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, directory: Path, *, with_reference: bool) -> None:
+        """Write the HF model (+ tokenizer, + reference) on rank 0 and the sharded optimizer (all ranks)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        self._save_hf(self.model, directory, tokenizer=True)
+        if with_reference and self.reference is not None:
+            self._save_hf(self.reference, directory / "reference", tokenizer=False)
+        with _quiet_single_process_dcp():
+            dcp.save({"optim": get_optimizer_state_dict(self.model, self.optimizer)},
+                     checkpoint_id=str(directory / "optimizer"), no_dist=not self.world.distributed)
+
+    def _save_hf(self, model: torch.nn.Module, directory: Path, *, tokenizer: bool) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) \
+            if self.world.distributed else None  # a collective: every rank takes part
+        if self.world.is_main:
+            model.save_pretrained(directory, state_dict=state, safe_serialization=True)
+            if tokenizer:
+                self.tokenizer.save_pretrained(directory)
+
+    def _load_optimizer(self, directory: Path) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+        state = {"optim": get_optimizer_state_dict(self.model, self.optimizer)}
+        with _quiet_single_process_dcp():
+            dcp.load(state, checkpoint_id=str(directory), no_dist=not self.world.distributed)
+        set_optimizer_state_dict(self.model, self.optimizer, state["optim"])
+
+
+def _add(stats: dict[str, list[float]], name: str, value: float, weight: float) -> None:
+    stats[name][0] += value * weight
+    stats[name][1] += weight
+
+
+@contextlib.contextmanager
+def _quiet_single_process_dcp():
+    """DCP warns that it 'assumes a single process' when there is no process group: that is the point."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
+        yield

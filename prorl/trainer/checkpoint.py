@@ -2,8 +2,8 @@
 
 Layout: the policy in HF safetensors format (``from_pretrained``-loadable, vLLM-loadable) with its
 tokenizer; ``reference/`` (only once a reset made the reference differ from the initial model);
-``optimizer.pt``; ``trainer_state.json`` (step, data position, histories, resets, stage) and
-``rng.pt``. A checkpoint is written into a temporary directory and renamed into place, so a kill
+``optimizer/`` (``torch.distributed.checkpoint``: sharded, reloadable at another world size);
+``trainer_state.json`` (step, data position, histories, resets, stage) and ``rng/rank_R.pt``. A checkpoint is written into a temporary directory and renamed into place, so a kill
 mid-write leaves the previous checkpoint intact; only directories with ``COMPLETE`` count.
 """
 
@@ -15,7 +15,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,49 +28,75 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_rng_state(path: Path, rank: int) -> bool:
+    """Restore this rank's RNG streams; False when the checkpoint has none for ``rank`` (it was
+    written by fewer processes), in which case the caller seeds afresh."""
+    f = path / "rng" / f"rank_{rank}.pt"
+    if not f.exists():
+        return False
+    set_rng_state(torch.load(f, weights_only=False))
+    return True
 
 
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
     *,
-    model,
-    tokenizer,
-    optimizer: torch.optim.Optimizer,
+    world,
+    write_actor: Callable[[Path], None],
     trainer_state: dict[str, Any],
-    reference=None,
     keep: int = 2,
     protect: tuple[int, ...] = (),
 ) -> Path:
-    """Write step ``step`` atomically and prune old checkpoints (keeping ``protect`` steps)."""
+    """Write step ``step`` atomically and prune old checkpoints (keeping ``protect`` steps).
+
+    Every rank calls this: ``write_actor(tmp)`` writes the model (rank 0) and the sharded optimizer
+    (all ranks); each rank adds its RNG state; rank 0 adds the trainer state and the ``COMPLETE``
+    marker and renames the directory into place.
+    """
+    from prorl.trainer import distributed as D
+    from prorl.trainer import faults
+
     root = checkpoint_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step}"
-    tmp = root / f".tmp_step_{step}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if reference is not None:
-        reference.save_pretrained(tmp / "reference", safe_serialization=True)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps(dict(trainer_state, step=step), indent=1))
-    (tmp / "COMPLETE").write_text("ok\n")
-    _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    prune(run_dir, keep=keep, protect=protect)
+    tmp = root / f".tmp_step_{step}"
+    if world.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / "rng").mkdir(parents=True)
+    D.barrier(world)
+    write_actor(tmp)
+    faults.point("checkpoint:actor")
+    torch.save(rng_state(), tmp / "rng" / f"rank_{world.rank}.pt")
+    faults.point("checkpoint:rng")
+    D.barrier(world)
+    if world.is_main:
+        (tmp / "trainer_state.json").write_text(json.dumps(dict(trainer_state, step=step), indent=1))
+        faults.point("checkpoint:state")
+        (tmp / "COMPLETE").write_text("ok\n")
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+        faults.point("checkpoint:rename")
+        prune(run_dir, keep=keep, protect=protect)
+    D.barrier(world)
     return final
 
 
@@ -114,18 +140,3 @@ def prune(run_dir: str | Path, *, keep: int, protect: tuple[int, ...] = ()) -> N
 
 def load_trainer_state(path: Path) -> dict:
     return json.loads((path / "trainer_state.json").read_text())
-
-
-def load_weights_into(model, path: Path) -> None:
-    """Copy safetensors weights from a checkpoint directory into an existing model in place."""
-    from safetensors.torch import load_file
-
-    state: dict[str, torch.Tensor] = {}
-    for f in sorted(path.glob("*.safetensors")):
-        state.update(load_file(str(f)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {k for k in missing if "lm_head" in k and getattr(model.config, "tie_word_embeddings", False)}
-    if set(missing) - tied or unexpected:
-        raise RuntimeError(f"checkpoint {path} does not match the model: missing={missing}, unexpected={unexpected}")
-    if tied:
-        model.tie_weights()

@@ -14,7 +14,7 @@ from typing import Sequence
 from prorl.algo.passk import default_ks, maj_at_k, pass_at_k_per_prompt
 from prorl.data.dataset import Example
 from prorl.verifiers.base import strip_thinking
-from prorl.verifiers.logic import extract_answer as extract_tagged_answer
+from prorl.verifiers.answer_tags import extract_answer as extract_tagged_answer
 from prorl.verifiers.math import last_boxed
 
 
@@ -41,6 +41,16 @@ def evaluate(
     progress: bool = False,
 ) -> dict[str, dict]:
     """Sample ``n`` responses per example and summarise per data_source (plus ``"all"``)."""
+    records = sample_and_score(engine, tokenizer, scorer, examples, n=n, temperature=temperature, top_p=top_p,
+                               max_new_tokens=max_new_tokens, progress=progress)
+    return summarise_records([records], n)
+
+
+def sample_and_score(engine, tokenizer, scorer, examples: Sequence[Example], *, n: int, temperature: float,
+                     top_p: float, max_new_tokens: int, progress: bool = False) -> dict[str, dict[str, list]]:
+    """Per data_source, the raw per-prompt records (scores, correctness, answers, lengths,
+    truncation) that :func:`summarise_records` turns into metrics; plain data, so ranks can
+    each evaluate a share and gather the records."""
     from tqdm import tqdm
 
     chunk = max(1, 256 // n)
@@ -69,6 +79,16 @@ def evaluate(
             rec["truncated"].extend(m[1] for m in meta[sl])
         bar.update(len(batch))
     bar.close()
+    return {ds: dict(rec) for ds, rec in per_source.items()}
+
+
+def summarise_records(parts: Sequence[dict[str, dict[str, list]]], n: int) -> dict[str, dict]:
+    """Metrics per data_source (plus ``"all"`` when there are several) from one or more ranks' records."""
+    per_source: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for part in parts:
+        for ds, rec in part.items():
+            for k, v in rec.items():
+                per_source[ds][k].extend(v)
     results = {ds: summarise(rec, n) for ds, rec in sorted(per_source.items())}
     if len(results) > 1:
         merged: dict[str, list] = defaultdict(list)

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from prorl.trainer import faults
+
 
 class MetricsLogger:
     def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, wandb: bool = False,
@@ -36,6 +38,7 @@ class MetricsLogger:
         clean = {k: _plain(v) for k, v in metrics.items()}
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps({"step": step, **clean}) + "\n")
+        faults.point("metrics")
         for k, v in clean.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 if self._tb is not None:
@@ -48,6 +51,7 @@ class MetricsLogger:
     def event(self, step: int, kind: str, cause: str, **extra: Any) -> None:
         with self.events_path.open("a") as fh:
             fh.write(json.dumps({"step": step, "type": kind, "cause": cause, **extra}) + "\n")
+        faults.point("event")
         if self._tb is not None:
             self._tb.add_text(f"events/{kind}", f"step {step}: {cause}", step)
 
@@ -82,3 +86,43 @@ def _truncate_after(path: Path, step: int) -> None:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     p = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+
+class NullLogger:
+    """What ranks other than 0 log to: nothing (rank 0 writes metrics, events and TensorBoard)."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def event(self, step: int, kind: str, cause: str, **extra: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_SUMMED = ("dynamic_sampling/generated_groups", "dynamic_sampling/kept_groups", "dynamic_sampling/dropped_all_correct",
+           "dynamic_sampling/dropped_all_wrong", "dynamic_sampling/dropped_other_equal", "perf/total_num_tokens")
+
+
+def reduce_rank_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
+    """One metrics dict from every rank's: maxima of ``*/max`` and timings, minima of ``*/min``,
+    sums of counts, means of the rest."""
+    if len(parts) == 1:
+        return parts[0]
+    out: dict[str, float] = {}
+    for k in {k for p in parts for k in p}:
+        vals = [p[k] for p in parts if k in p and isinstance(p[k], (int, float))]
+        if not vals:
+            continue
+        if k.endswith("/max") or k.startswith("timing_s/"):
+            out[k] = max(vals)
+        elif k.endswith("/min"):
+            out[k] = min(vals)
+        elif k in _SUMMED:
+            out[k] = sum(vals)
+        else:
+            out[k] = sum(vals) / len(vals)
+    if "dynamic_sampling/generated_groups" in out:
+        out["dynamic_sampling/yield"] = out["dynamic_sampling/kept_groups"] / max(1, out["dynamic_sampling/generated_groups"])
+    return out

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 
-from prorl.algo.core import filter_groups, overlong_penalty
+from prorl.algo.core import cosine_length_penalty, filter_groups, overlong_penalty
 from prorl.data.dataset import Example, PromptSampler
 from prorl.rollout.base import Completion
+from prorl.trainer import faults
+from prorl.trainer.distributed import World, all_gather
 from prorl.verifiers.base import Status
 
 
@@ -28,35 +31,72 @@ class StepExperience:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+class ShapedRewards(NamedTuple):
+    rewards: list[float]  # score + all penalties (what the advantages use)
+    overlong: list[float]  # DAPO overlong penalty (<= 0)
+    truncation: list[float]  # -truncation_penalty for responses without EOS
+    length: list[float]  # scheduled cosine length penalty (<= 0)
+
+
+def shaping_from_config(reward_cfg: Any, step: int) -> dict[str, Any]:
+    """The ``shaping`` keyword arguments of :func:`collect` for training step ``step``."""
+    r = reward_cfg
+    return dict(overlong_buffer_len=r.overlong_buffer_len, overlong_penalty_factor=r.overlong_penalty_factor,
+                truncation_penalty=r.truncation_penalty, step=step, length_penalty_min=r.length_penalty_min,
+                length_penalty_max=r.length_penalty_max, length_penalty_period=r.length_penalty_period,
+                length_penalty_on_steps=r.length_penalty_on_steps,
+                length_penalty_correct_only=r.length_penalty_correct_only)
+
+
 def shape_rewards(scores: list[float], lengths: list[int], truncated: list[bool], *, max_len: int,
                   overlong_buffer_len: int, overlong_penalty_factor: float, truncation_penalty: float,
-                  ) -> tuple[list[float], list[float], list[float]]:
-    """Rewards = score + DAPO overlong penalty - truncation penalty; also returns both penalties."""
+                  step: int | None = None, length_penalty_min: float = 0.0, length_penalty_max: float = 0.0,
+                  length_penalty_period: int = 0, length_penalty_on_steps: int = 0,
+                  length_penalty_correct_only: bool = True) -> ShapedRewards:
+    """Rewards = score + DAPO overlong penalty - truncation penalty + scheduled cosine length penalty
+    (on correct responses only when ``length_penalty_correct_only``); also returns each penalty."""
     over = overlong_penalty(torch.tensor(lengths), max_len, overlong_buffer_len, overlong_penalty_factor).tolist()
     trunc = [-truncation_penalty if t else 0.0 for t in truncated]
-    return [s + o + t for s, o, t in zip(scores, over, trunc)], over, trunc
+    length = [0.0] * len(scores)
+    if length_penalty_max > 0:
+        if step is None:
+            raise ValueError("shape_rewards: the cosine length penalty needs the training step")
+        pen = cosine_length_penalty(torch.tensor(lengths), max_len, step, min_penalty=length_penalty_min,
+                                    max_penalty=length_penalty_max, period=length_penalty_period,
+                                    on_steps=length_penalty_on_steps).tolist()
+        length = [p if (s >= 1.0 or not length_penalty_correct_only) else 0.0 for p, s in zip(pen, scores)]
+    return ShapedRewards([s + o + t + ln for s, o, t, ln in zip(scores, over, trunc, length)], over, trunc, length)
 
 
 def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: int, n: int, temperature: float,
             top_p: float, max_new_tokens: int, dynamic_sampling: bool, max_rounds: int,
-            shaping: dict) -> StepExperience:
-    """Sample groups until ``num_prompts`` informative groups are kept (or ``max_rounds`` is hit)."""
+            shaping: dict, world: World = World()) -> StepExperience:
+    """Sample groups until ``num_prompts`` informative groups are kept (or ``max_rounds`` is hit).
+
+    Under torchrun ``num_prompts`` is this rank's share: every round the ranks exchange how many
+    prompts each still needs and all draw the same prompts from their (identical) samplers, each
+    keeping its own slice, so the samplers never diverge and no prompt is used twice.
+    """
     kept: list[Group] = []
     m: dict[str, float] = {"dynamic_sampling/rounds": 0, "dynamic_sampling/generated_groups": 0,
                            "dynamic_sampling/dropped_all_correct": 0, "dynamic_sampling/dropped_all_wrong": 0,
                            "dynamic_sampling/dropped_other_equal": 0}
-    all_scores, all_lengths, all_trunc, all_over, all_tpen, statuses = [], [], [], [], [], []
+    all_scores, all_lengths, all_trunc, all_over, all_tpen, all_lpen, statuses = [], [], [], [], [], [], []
     judged_scores: list[float] = []  # scores of items actually judged (infra_error excluded)
     by_source: dict[str, list[float]] = {}
     t_gen = t_rew = 0.0
     rounds = 0
-    while len(kept) < num_prompts and rounds < max_rounds:
+    while rounds < max_rounds:
+        needs = all_gather(world, num_prompts - len(kept))
+        if max(needs) == 0:
+            break
         rounds += 1
-        need = num_prompts - len(kept)
-        examples = sampler.take(need)
-        t0 = time.perf_counter()
+        drawn = sampler.take(sum(needs))
+        examples = drawn[sum(needs[:world.rank]):sum(needs[:world.rank + 1])]
+        t0 = time.perf_counter()  # a rank with nothing to draw this round still joins the collectives below
         groups = engine.generate([ex.prompt_ids for ex in examples], n=n, temperature=temperature,
-                                 top_p=top_p, max_new_tokens=max_new_tokens)
+                                 top_p=top_p, max_new_tokens=max_new_tokens) if examples else []
+        faults.point("generation")
         t1 = time.perf_counter()
         items = []
         for ex, group in zip(examples, groups):
@@ -65,7 +105,8 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
                               "response": tokenizer.decode(c.token_ids, skip_special_tokens=True),
                               "ground_truth": ex.row["reward_model"]["ground_truth"],
                               "extra_info": ex.row.get("extra_info") or {}})
-        verdicts = scorer.score(items)
+        verdicts = scorer.score(items) if items else []
+        faults.point("scoring")
         t_rew += time.perf_counter() - t1
         t_gen += t1 - t0
         round_groups = []
@@ -74,7 +115,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
             scores = [v.score for v in vs]
             lengths = [len(c.token_ids) for c in group]
             truncated = [c.truncated for c in group]
-            rewards, over, tpen = shape_rewards(scores, lengths, truncated, max_len=max_new_tokens, **shaping)
+            rewards, over, tpen, lpen = shape_rewards(scores, lengths, truncated, max_len=max_new_tokens, **shaping)
             round_groups.append(Group(ex, group, scores, rewards, [v.status.value for v in vs]))
             all_scores += scores
             judged = [s for s, v in zip(scores, vs) if v.status is not Status.INFRA_ERROR]
@@ -84,8 +125,15 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
             all_trunc += truncated
             all_over += over
             all_tpen += tpen
+            all_lpen += lpen
             statuses += [v.status.value for v in vs]
         m["dynamic_sampling/generated_groups"] += len(round_groups)
+        # prompt retirement: every rank records every rank's groups, so the samplers stay identical
+        mine = [(sampler.index(g.example), [sc for sc, st in zip(g.scores, g.statuses) if st != "infra_error"])
+                for g in round_groups]
+        for part in all_gather(world, mine):
+            for idx, scores in part:
+                sampler.record(idx, scores)
         if dynamic_sampling:
             res = filter_groups([g.rewards for g in round_groups])
             m["dynamic_sampling/dropped_all_correct"] += res.dropped_all_correct
@@ -106,6 +154,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
     m["critic/score/min"] = min(judged_scores, default=0.0)
     m["reward/overlong_penalty/mean"] = sum(all_over) / n_all
     m["reward/truncation_penalty/mean"] = sum(all_tpen) / n_all
+    m["reward/length_penalty/mean"] = sum(all_lpen) / n_all
     m["response_length/mean"] = sum(all_lengths) / n_all
     m["response_length/max"] = max(all_lengths, default=0)
     m["response_length/min"] = min(all_lengths, default=0)

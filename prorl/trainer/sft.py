@@ -84,7 +84,7 @@ def build_builtin_warmstart(
     :mod:`prorl.data.builtin_tasks`. Reproducible: same arguments, same checkpoint.
     """
     from prorl.data.builtin_tasks import generate_problems, make_row, teacher_response
-    from prorl.models.tiny import build_model, build_tokenizer
+    from prorl.models.tiny import build_model, build_tokenizer, save_tiny
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
@@ -97,9 +97,4 @@ def build_builtin_warmstart(
             pairs.append((row["prompt"], teacher_response(task, p.answer, rng, correct_prob)))
     sft(model, tokenizer, encode_pairs(tokenizer, pairs), steps=steps, batch_size=batch_size, lr=lr,
         seed=seed, progress=progress)
-    out = Path(out_dir)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny(model, tokenizer, out_dir)

@@ -11,20 +11,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from prorl.verifiers.answer_tags import extract_answer
 from prorl.verifiers.base import Status, Verdict
+from prorl.verifiers.hitori import verify_hitori
+from prorl.verifiers.reasoning_gym_entry import entry_from_row, get_scorer
 
 _HITORI_SOURCES = {"hitori", "reasoning_gym/hitori", "reasoning-gym/hitori"}
-
-
-def extract_answer(response: str) -> str | None:
-    """Text inside the last ``<answer>...</answer>`` pair (stripped), or None."""
-    end = response.rfind("</answer>")
-    if end < 0:
-        return None
-    start = response.rfind("<answer>", 0, end)
-    if start < 0:
-        return None
-    return response[start + len("<answer>"):end].strip()
 
 
 def task_of(extra_info: dict) -> str:
@@ -45,12 +37,7 @@ def verify_logic(response: str, ground_truth: Any, extra_info: dict) -> Verdict:
     extra_info = dict(extra_info or {})
     task = task_of(extra_info)
     if task == "hitori":
-        from prorl.data.hitori import verify_hitori
-
         return verify_hitori(response, ground_truth, extra_info)
-
-    from prorl.data.reasoning_gym_tasks import entry_from_row, get_scorer
-
     answer = extract_answer(response)
     if not answer:
         return Verdict(0.0, Status.NO_ANSWER, "no <answer>...</answer> tags (or they are empty)")

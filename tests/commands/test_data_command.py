@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from prorl.cli import main
-from prorl.data.io import read_rows, write_rows
+from prorl.data.dataset import read_rows
+from prorl.data.io import write_rows
 from prorl.verifiers.base import Status, verify_one
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from prorl.data import hitori
+from prorl.verifiers import hitori as rules
 from prorl.verifiers.base import Status
 
 
@@ -17,7 +18,7 @@ def _brute_force(puzzle) -> list:
     sols = []
     for bits in itertools.product([False, True], repeat=n * n):
         mask = [list(bits[r * n:(r + 1) * n]) for r in range(n)]
-        if hitori.is_solution(puzzle, mask) and hitori._shading_is_needed(puzzle, mask):
+        if not rules.rule_violations(puzzle, mask) and hitori._shading_is_needed(puzzle, mask):
             sols.append(mask)
     return sols
 
@@ -29,12 +30,12 @@ def _answer(puzzle, mask) -> str:
 def test_rules_on_a_hand_made_puzzle():
     puzzle = [[1, 1, 2], [2, 3, 1], [3, 2, 2]]
     good = [[True, False, False], [False, False, False], [False, False, True]]
-    assert hitori.rule_violations(puzzle, good) == []
-    assert any("row 1" in p for p in hitori.rule_violations(puzzle, [[False] * 3] * 3))
+    assert rules.rule_violations(puzzle, good) == []
+    assert any("row 1" in p for p in rules.rule_violations(puzzle, [[False] * 3] * 3))
     adjacent = [[True, False, False], [False, False, False], [False, True, True]]
-    assert any("touch" in p for p in hitori.rule_violations(puzzle, adjacent))
+    assert any("touch" in p for p in rules.rule_violations(puzzle, adjacent))
     cut = [[False, True, False], [True, False, False], [False, False, False]]  # isolates the corner
-    assert any("connected" in p for p in hitori.rule_violations(puzzle, cut))
+    assert any("connected" in p for p in rules.rule_violations(puzzle, cut))
     assert hitori.solve(puzzle, limit=5) == _brute_force(puzzle)
 
 
@@ -56,7 +57,7 @@ def test_generated_puzzles_are_uniquely_solvable(n):
         assert len(puzzle) == n and all(len(r) == n and set(r) <= set(range(1, n + 1)) for r in puzzle)
         assert any(any(r) for r in mask)  # something to do
         assert hitori.solve(puzzle, limit=2) == [mask]
-        assert hitori.is_solution(puzzle, mask)
+        assert not rules.rule_violations(puzzle, mask)
 
 
 def test_rows_reproduce_and_splits_differ():
@@ -79,7 +80,7 @@ def test_row_schema_and_prompt():
     text = row["prompt"][0]["content"]
     assert row["prompt"][0]["role"] == "user"
     assert hitori.render_grid(row["extra_info"]["puzzle"]) in text and "<answer>" in text and "#" in text
-    assert hitori.parse_grid(hitori.render_grid(row["extra_info"]["puzzle"])) == row["extra_info"]["puzzle"]
+    assert rules.parse_grid(hitori.render_grid(row["extra_info"]["puzzle"])) == row["extra_info"]["puzzle"]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def case():
 
 
 def _verify(row, text, **extra):
-    return hitori.verify_hitori(text, row["reward_model"]["ground_truth"], dict(row["extra_info"], **extra))
+    return rules.verify_hitori(text, row["reward_model"]["ground_truth"], dict(row["extra_info"], **extra))
 
 
 def test_stored_solution_verifies(case):
@@ -118,7 +119,7 @@ def test_any_valid_shading_is_accepted():
             if extra[r][c]:
                 continue
             extra[r][c] = True
-            if hitori.is_solution(puzzle, extra):  # an unneeded but legal extra shade
+            if not rules.rule_violations(puzzle, extra):  # an unneeded but legal extra shade
                 assert extra != mask
                 assert _verify(row, _answer(puzzle, extra)).status == Status.CORRECT
                 return
@@ -136,7 +137,7 @@ def test_corrupted_solutions_fail(case):
     assert (v.score, v.status) == (0.0, Status.WRONG) and "repeats" in v.reason
     # shade a neighbour of a shaded cell
     r, c = shaded[0]
-    nb = next(hitori._neighbours(r, c, n))
+    nb = next(rules.neighbours(r, c, n))
     m2 = [x[:] for x in mask]
     m2[nb[0]][nb[1]] = True
     v = _verify(row, _answer(puzzle, m2))
@@ -176,4 +177,4 @@ def test_puzzle_from_numpy_like_extra_info(case):
     np = pytest.importorskip("numpy")
     row, puzzle, mask = case
     info = dict(row["extra_info"], puzzle=np.array([np.array(r) for r in puzzle], dtype=object))
-    assert hitori.verify_hitori(_answer(puzzle, mask), None, info).status == Status.CORRECT
+    assert rules.verify_hitori(_answer(puzzle, mask), None, info).status == Status.CORRECT

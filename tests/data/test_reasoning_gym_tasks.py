@@ -7,6 +7,7 @@ import json
 import pytest
 
 from prorl.data import reasoning_gym_tasks as rg
+from prorl.verifiers import reasoning_gym_entry as rge
 
 
 def test_codec_restores_python_types():
@@ -18,13 +19,13 @@ def test_codec_restores_python_types():
         "nested": {"__tuple__": "a key that looks like a tag"},
         "plain": [1, 2.5, "x", None, True],
     }
-    text = rg.dumps_entry(value)
+    text = rge.dumps_entry(value)
     json.loads(text)  # JSON-serialisable
-    back = rg.loads_entry(text)
+    back = rge.loads_entry(text)
     assert back == value
     assert isinstance(back["edges"][0], tuple) and isinstance(back["grid"], tuple)
     assert list(back["colouring"]) == [0, 1] and isinstance(back["tags"], set)
-    assert rg.loads_entry(json.dumps(json.loads(text))) == value  # survives a second JSON pass
+    assert rge.loads_entry(json.dumps(json.loads(text))) == value  # survives a second JSON pass
 
 
 def test_rows_schema_and_reproducibility():
@@ -37,7 +38,7 @@ def test_rows_schema_and_reproducibility():
         assert set(r) == {"data_source", "prompt", "ability", "reward_model", "extra_info"}
         assert r["data_source"] == f"reasoning_gym/{r['extra_info']['task']}" and r["ability"] == "logic"
         assert r["prompt"][0]["role"] == "user" and "<answer></answer>" in r["prompt"][0]["content"]
-        entry = rg.loads_entry(r["extra_info"]["entry"])
+        entry = rge.loads_entry(r["extra_info"]["entry"])
         assert r["prompt"][0]["content"].startswith(entry["question"].rstrip())
         assert r["reward_model"] == {"ground_truth": entry["answer"], "style": "rule"}
         json.dumps(r)
@@ -51,7 +52,7 @@ def test_entries_are_the_library_entries():
     row = rg.generate_rows(["countdown"], 3, seed=5, split="train")[2]
     info = row["extra_info"]
     ds = reasoning_gym.create_dataset("countdown", seed=info["seed"], size=info["index"] + 1)
-    assert rg.loads_entry(info["entry"]) == ds[info["index"]]
+    assert rge.loads_entry(info["entry"]) == ds[info["index"]]
 
 
 def test_train_and_val_do_not_overlap():
@@ -86,7 +87,7 @@ def test_config_overrides_reach_dataset_and_verifier():
     rows = rg.generate_rows(["basic_arithmetic"], 3, seed=0, split="train", config=cfg)
     for r in rows:
         assert json.loads(r["extra_info"]["config"]) == cfg["basic_arithmetic"]
-        q = rg.loads_entry(r["extra_info"]["entry"])["metadata"]["expression"]
+        q = rge.loads_entry(r["extra_info"]["entry"])["metadata"]["expression"]
         assert sum(ch.isdigit() for ch in q) == 2
         gt = r["reward_model"]["ground_truth"]
         assert verify_one(r["data_source"], "logic", f"<answer>{gt}</answer>", gt, r["extra_info"]).status == Status.CORRECT

@@ -14,13 +14,20 @@ from prorl.models.policy import (
     load_policy,
     position_ids_from_mask,
     response_logprobs,
-    sequence_logprobs_reference,
 )
 from prorl.rollout.base import pack
 
 TINY = Path(__file__).resolve().parents[2] / "prorl" / "assets" / "tiny-warmstart"
 QUESTIONS = ["What is 3+4?", "Sort ascending: 9 1 5 3 3", "What is 88+11? Put the final answer in \\boxed{}.", "Hi"]
 RESPONSE_LENGTHS = [5, 1, 7, 3]  # right padding of different amounts
+
+
+def sequence_logprobs_reference(model, input_ids, attention_mask, response_len, temperature=1.0):
+    """Slow, obviously-correct version of :func:`response_logprobs` (full fp32 logits)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits.float()
+    logits = logits[:, -response_len - 1:-1, :] / temperature
+    return torch.log_softmax(logits, -1).gather(-1, input_ids[:, -response_len:].unsqueeze(-1)).squeeze(-1)
 
 
 @pytest.fixture(scope="module")
@@ -135,13 +142,14 @@ def test_position_ids_skip_left_padding():
 
 # --------------------------------------------------------------------------- tiny model round trip
 
-def test_build_tiny_save_reload_round_trip(tmp_path):
-    from prorl.models.tiny import SPECIAL_TOKENS, build_model, build_tiny
+def test_tiny_save_reload_round_trip(tmp_path):
+    from prorl.models.tiny import SPECIAL_TOKENS, build_model, build_tokenizer, save_tiny
 
-    out = build_tiny(tmp_path / "tiny")
+    built = build_tokenizer()
+    out = save_tiny(build_model(built), built, tmp_path / "tiny")
     model, tok = load_policy(out)
     model.eval()
-    # same seed, same config -> the in-memory model build_tiny saved
+    # same seed, same config -> the in-memory model that was saved
     fresh = build_model(tok).eval()
     ids = torch.tensor([tok.apply_chat_template([{"role": "user", "content": "What is 1+2?"}], tokenize=True,
                                                 add_generation_prompt=True, return_dict=False)])  # [1, L]

@@ -1,40 +1,112 @@
-"""Gradient accumulation in the actor update: micro-batches must add up to the mini-batch's
-aggregated loss in every aggregation mode (a wrong micro-batch weight changes the update)."""
+"""The Actor's update: micro-batches add up to the mini-batch in every aggregation mode, the KL
+penalty pulls toward the reference, the entropy bonus raises entropy, the on-policy update skips
+the old-log-prob pass, and a reset makes the reference equal the policy."""
 
 from __future__ import annotations
 
-import copy
 import random
 
 import pytest
 import torch
 
-from prorl.models.policy import load_policy
+from prorl.config import load_config
 from prorl.rollout.base import pack
-from prorl.trainer.actor import batch_logprobs, update_actor
-from prorl.trainer.loop import BUILTIN_TINY
+from prorl.trainer.actor import Actor, TrainBatch
+from prorl.trainer.distributed import World
+from prorl.trainer.setup import BUILTIN_TINY
+
+
+def make_actor(*overrides: str, reference: bool = True) -> Actor:
+    cfg = load_config(None, ["trainer.threads=1", *overrides])
+    return Actor(cfg, World(), model_path=str(BUILTIN_TINY), needs_reference=reference)
+
+
+def random_batch(vocab: int, pad: int, *, groups: int = 2, n: int = 4, seed: int = 1, adv: torch.Tensor | None = None):
+    g = torch.Generator().manual_seed(seed)
+    B = groups * n
+    prompts = [torch.randint(3, vocab, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(B)]
+    responses = [torch.randint(3, vocab, (int(torch.randint(1, 7, (1,), generator=g)),), generator=g).tolist() for _ in range(B)]
+    seqs = pack(prompts, responses, pad)  # ragged lengths: token counts differ per micro-batch
+    advantages = torch.randn(B, generator=g) if adv is None else adv
+    return TrainBatch(seqs, advantages, seqs.response_mask, n, 1.0)
+
+
+def perturb_reference(actor: Actor, scale: float = 0.05) -> None:
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in actor.reference.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def params(actor: Actor) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in actor.model.named_parameters()}
 
 
 @pytest.mark.parametrize("agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
 def test_micro_batches_add_up_to_the_mini_batch(agg_mode):
-    torch.manual_seed(0)
-    model, tok = load_policy(BUILTIN_TINY)
-    g = torch.Generator().manual_seed(1)
-    prompts = [torch.randint(3, len(tok), (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(8)]
-    responses = [torch.randint(3, len(tok), (int(torch.randint(1, 7, (1,), generator=g)),), generator=g).tolist() for _ in range(8)]
-    batch = pack(prompts, responses, tok.pad_token_id)  # ragged lengths: token counts differ per micro-batch
-    old = batch_logprobs(model, batch, 8, 1.0)
-    adv = torch.randn(8, generator=g)
-
     def step(micro: int) -> dict[str, torch.Tensor]:
-        m = copy.deepcopy(model)
-        opt = torch.optim.SGD(m.parameters(), lr=1.0)
-        update_actor(m, opt, batch, old_logp=old, ref_logp=old + 0.1, advantages=adv, loss_mask=batch.response_mask,
-                     group_size=4, mini_batch_groups=2, micro_batch_size=micro, epochs=1, eps_low=0.2, eps_high=0.4,
-                     agg_mode=agg_mode, kl_coef=0.5, kl_estimator="k3", entropy_coef=0.01, grad_clip=1e9,
-                     temperature=1.0, rng=random.Random(0))
-        return {k: v.detach().clone() for k, v in m.named_parameters()}
+        torch.manual_seed(0)
+        actor = make_actor(f"actor.micro_batch_size={micro}", "actor.ppo_mini_batch_size=2", f"algo.loss_agg_mode={agg_mode}",
+                           "algo.kl_coef=0.5", "algo.entropy_coef=0.01", "actor.grad_clip=1e9")
+        perturb_reference(actor)
+        actor.optimizer = torch.optim.SGD(actor.model.parameters(), lr=1.0)
+        batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id)
+        actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+        return params(actor)
 
     whole, pieces = step(8), step(3)
     for k in whole:
         torch.testing.assert_close(pieces[k], whole[k], rtol=1e-4, atol=1e-6)
+
+
+def _kl_to_reference(actor: Actor, batch: TrainBatch) -> float:
+    lp = actor.logprobs(batch.seqs, temperature=1.0)
+    ref = actor.logprobs(batch.seqs, temperature=1.0, reference=True)
+    k3 = torch.expm1(ref - lp) - (ref - lp)  # >= 0, zero only where the two agree (what the penalty minimises)
+    return float((k3 * batch.loss_mask).sum() / batch.loss_mask.sum())
+
+
+def test_kl_penalty_moves_the_policy_toward_the_reference():
+    """Zero advantages: the only force is the KL term, so KL to the reference must fall (a flipped
+    sign of the penalty makes it rise)."""
+    actor = make_actor("algo.kl_coef=1.0", "algo.kl_estimator=k3", "actor.lr=1e-3", "actor.ppo_mini_batch_size=2")
+    perturb_reference(actor, 0.05)
+    batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id, adv=torch.zeros(8))
+    before = _kl_to_reference(actor, batch)
+    for _ in range(3):
+        actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+    after = _kl_to_reference(actor, batch)
+    assert after < before - 0.01, f"KL to the reference {before:.4f} -> {after:.4f}: the penalty does not pull"
+
+
+def test_entropy_bonus_raises_entropy():
+    actor = make_actor("algo.kl_coef=0", "algo.entropy_coef=1.0", "actor.lr=1e-4", "actor.ppo_mini_batch_size=2",
+                       reference=False)
+    batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id, adv=torch.zeros(8))
+    first = actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))["actor/entropy"]
+    for _ in range(3):
+        last = actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))["actor/entropy"]
+    assert last > first + 0.1, f"entropy {first:.4f} -> {last:.4f}: the bonus does not raise it"
+
+
+def test_on_policy_update_skips_the_old_logprob_pass(monkeypatch):
+    actor = make_actor("algo.kl_coef=0", "actor.ppo_mini_batch_size=2", reference=False)
+    calls = []
+    real = actor.logprobs
+    monkeypatch.setattr(actor, "logprobs", lambda *a, **k: calls.append(k.get("reference", False)) or real(*a, **k))
+    batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id)
+    actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+    assert calls == [], "one mini-batch, one epoch: old log-probs are the detached current ones"
+    actor.update(batch, actor.cfg.algo, actor.cfg.actor.__class__(**{**actor.cfg.actor.__dict__, "ppo_mini_batch_size": 1}),
+                 rng=random.Random(0))
+    assert calls == [False], "two mini-batches: the second is off-policy and needs the old log-probs"
+
+
+def test_reset_copies_the_policy_into_the_reference_and_restarts_adam():
+    actor = make_actor("algo.kl_coef=0.1", "actor.ppo_mini_batch_size=2")
+    batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id)
+    actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+    assert _kl_to_reference(actor, batch) > 0.0
+    actor.reset(reference=True, optimizer=True, actor=actor.cfg.actor)
+    assert _kl_to_reference(actor, batch) == 0.0
+    assert not actor.optimizer.state

@@ -13,13 +13,15 @@ from prorl.verifiers.base import Status, Verdict
 
 def test_shape_rewards_overlong_and_truncation():
     # max_len 10, buffer 4: penalty starts after 6 tokens, -factor at 10
-    rewards, over, trunc = shape_rewards([1.0, 1.0, 0.0, 1.0], [6, 8, 10, 10], [False, False, True, False], max_len=10,
-                                         overlong_buffer_len=4, overlong_penalty_factor=1.0, truncation_penalty=0.5)
+    rewards, over, trunc, length = shape_rewards([1.0, 1.0, 0.0, 1.0], [6, 8, 10, 10], [False, False, True, False],
+                                                 max_len=10, overlong_buffer_len=4, overlong_penalty_factor=1.0,
+                                                 truncation_penalty=0.5)
+    assert length == [0.0] * 4  # the cosine length penalty is off by default
     assert over == pytest.approx([0.0, -0.5, -1.0, -1.0])
     assert trunc == [0.0, 0.0, -0.5, 0.0]
     assert rewards == pytest.approx([1.0, 0.5, -1.5, 0.0])
-    plain, _, _ = shape_rewards([1.0, 0.0], [10, 10], [True, True], max_len=10, overlong_buffer_len=0,
-                                overlong_penalty_factor=1.0, truncation_penalty=0.0)
+    plain, _, _, _ = shape_rewards([1.0, 0.0], [10, 10], [True, True], max_len=10, overlong_buffer_len=0,
+                                   overlong_penalty_factor=1.0, truncation_penalty=0.0)
     assert plain == [1.0, 0.0]
 
 
@@ -77,3 +79,15 @@ def test_static_sampling_keeps_everything():
                   max_new_tokens=4, dynamic_sampling=False, max_rounds=5,
                   shaping=dict(overlong_buffer_len=0, overlong_penalty_factor=1.0, truncation_penalty=0.0))
     assert len(exp.groups) == 2 and exp.metrics["dynamic_sampling/rounds"] == 1
+
+
+def test_length_penalty_is_logged_separately():
+    # one-token responses, max_new_tokens 4: the correct ones get -(1 - cos(pi / 4)) / 2 = -.146447
+    engine = ScriptedEngine([[1, 1], [0, 0]])
+    exp = collect(engine, BitTokenizer(), BitScorer(), _sampler(), num_prompts=2, n=2, temperature=1.0, top_p=1.0,
+                  max_new_tokens=4, dynamic_sampling=False, max_rounds=5,
+                  shaping=dict(overlong_buffer_len=0, overlong_penalty_factor=1.0, truncation_penalty=0.0, step=1,
+                               length_penalty_min=0.0, length_penalty_max=1.0))
+    assert exp.metrics["reward/length_penalty/mean"] == pytest.approx(-0.146447 / 2, abs=1e-6)
+    assert exp.groups[0].rewards == pytest.approx([1 - 0.146447] * 2, abs=1e-6)
+    assert exp.groups[0].scores == [1.0, 1.0]  # verifier scores stay unshaped

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from prorl.data import reasoning_gym_tasks as rg
-from prorl.data.io import read_rows, write_rows
+from prorl.data.dataset import read_rows
+from prorl.data.io import write_rows
 from prorl.verifiers.base import Status, verify_one
-from prorl.verifiers.logic import extract_answer, verify_logic
+from prorl.verifiers import reasoning_gym_entry as rge
+from prorl.verifiers.answer_tags import extract_answer
+from prorl.verifiers.logic import verify_logic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,7 +90,7 @@ def test_wrong_and_missing_answers(rows):
 
 def test_countdown_checks_the_expression_not_the_string(rows):
     row = rows["countdown"]
-    entry = rg.loads_entry(row["extra_info"]["entry"])
+    entry = rge.loads_entry(row["extra_info"]["entry"])
     target, numbers = entry["metadata"]["target"], entry["metadata"]["numbers"]
     assert _score(row, f"<answer>{' + '.join(map(str, numbers))}</answer>").status == (
         Status.CORRECT if sum(numbers) == target else Status.WRONG)
@@ -99,7 +102,7 @@ def test_countdown_checks_the_expression_not_the_string(rows):
 def test_graph_color_has_no_single_answer_and_any_valid_colouring_scores(rows):
     row = rows["graph_color"]
     assert row["reward_model"]["ground_truth"] is None
-    meta = rg.loads_entry(row["extra_info"]["entry"])["metadata"]
+    meta = rge.loads_entry(row["extra_info"]["entry"])["metadata"]
     mine = _graph_coloring(meta)
     assert _score(row, f"<answer>{mine}</answer>").status == Status.CORRECT
     # an invalid colouring: both ends of the first edge the same colour
@@ -120,7 +123,7 @@ def test_partial_credit_is_passed_through(rows):
 def test_plain_json_metadata_loses_types_but_our_entry_does_not(rows):
     row = rows["rearc"]
     gt = row["reward_model"]["ground_truth"]
-    entry = rg.loads_entry(row["extra_info"]["entry"])
+    entry = rge.loads_entry(row["extra_info"]["entry"])
     lossy = {"task": "rearc", "metadata": json.loads(json.dumps(entry["metadata"]))}
     assert verify_logic(f"<answer>{gt}</answer>", gt, lossy).score < 1.0  # why the tagged codec exists
     assert verify_logic(f"<answer>{gt}</answer>", gt, row["extra_info"]).score == 1.0
@@ -147,12 +150,12 @@ def test_parquet_round_trip_and_fresh_worker_process(rows, tmp_path):
     for r in read_rows(path):
         gt = r["reward_model"]["ground_truth"]
         if r["extra_info"]["task"] == "graph_color":
-            gt = _graph_coloring(rg.loads_entry(r["extra_info"]["entry"])["metadata"])
+            gt = _graph_coloring(rge.loads_entry(r["extra_info"]["entry"])["metadata"])
         responses.append(f"<answer>{gt}</answer>")
     (tmp_path / "responses.json").write_text(json.dumps(responses))
     script = (
         "import json, sys\n"
-        "from prorl.data.io import read_rows\n"
+        "from prorl.data.dataset import read_rows\n"
         "from prorl.verifiers.base import verify_one\n"
         "rows = read_rows(sys.argv[1]); resp = json.load(open(sys.argv[2]))\n"
         "print(json.dumps([verify_one(r['data_source'], r['ability'], x, r['reward_model']['ground_truth'],"

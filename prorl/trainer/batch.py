@@ -1,0 +1,47 @@
+"""From scored groups to the Actor's training batch: advantages (per group, from the algorithm
+core), masks and tensors on the policy's device."""
+
+from __future__ import annotations
+
+import torch
+
+from prorl.algo.core import compute_advantages
+from prorl.config import Config
+from prorl.rollout.base import PackedBatch, pack
+from prorl.trainer.actor import TrainBatch
+from prorl.trainer.rollout_step import Group
+
+INFRA_ERROR = "infra_error"  # a failure of ours (worker died, service unreachable): no verdict on the response
+
+
+def make_train_batch(groups: list[Group], cfg: Config, *, pad_token_id: int, device: str) -> tuple[TrainBatch, dict]:
+    """Pad the groups' prompts and responses, compute advantages within each group and the loss
+    mask (truncated responses optionally masked; samples without a verdict always excluded)."""
+    n = len(groups[0].completions)
+    prompts = [g.example.prompt_ids for g in groups for _ in range(n)]
+    responses = [c.token_ids for g in groups for c in g.completions]
+    seqs = pack(prompts, responses, pad_token_id).to(device)
+    rewards = torch.tensor([r for g in groups for r in g.rewards])  # [B]
+    group_ids = torch.arange(len(groups)).repeat_interleave(n)  # [B]
+    valid = torch.tensor([s != INFRA_ERROR for g in groups for s in g.statuses])  # [B]
+    adv = compute_advantages(cfg.algo.adv_estimator, rewards, group_ids, norm_adv_by_std=cfg.algo.norm_adv_by_std,
+                             valid=valid).to(device)  # samples without a verdict: advantage 0, outside the statistics
+    loss_mask = seqs.response_mask.clone()
+    loss_mask[~valid.to(device)] = 0.0
+    if cfg.reward.mask_truncated:
+        trunc = torch.tensor([c.truncated for g in groups for c in g.completions], device=device)
+        loss_mask[trunc] = 0.0
+    temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+    metrics = {"critic/advantages/mean": adv.mean().item(), "critic/advantages/max": adv.max().item(),
+               "critic/advantages/min": adv.min().item(), "critic/rewards/mean": rewards.mean().item(),
+               "perf/total_num_tokens": int(seqs.attention_mask.sum())}
+    return TrainBatch(seqs, adv, loss_mask, n, temperature), metrics
+
+
+def empty_train_batch(cfg: Config, *, pad_token_id: int, device: str) -> TrainBatch:
+    """No groups on this rank this step (dynamic sampling left it none): it still takes part in the
+    update's collectives with zero-weight passes."""
+    seqs = PackedBatch(torch.full((0, 2), pad_token_id, device=device), torch.zeros(0, 2, dtype=torch.long, device=device),
+                       torch.zeros(0, 1, device=device), 1)
+    return TrainBatch(seqs, torch.zeros(0, device=device), seqs.response_mask, cfg.rollout.n,
+                      cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0)
