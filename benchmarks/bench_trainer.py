@@ -51,19 +51,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
+    from prorl.config import load_config
     from prorl.data.builtin_tasks import generate_rows
     from prorl.data.dataset import build_examples
-    from prorl.models.policy import load_policy
     from prorl.rollout.base import pad_batch
     from prorl.rollout.hf import HFRolloutEngine
-    from prorl.trainer.actor import batch_logprobs, update_actor
+    from prorl.trainer.actor import Actor, TrainBatch
+    from prorl.trainer.distributed import World
     from prorl.trainer.setup import BUILTIN_TINY
 
-    model, tok = load_policy(BUILTIN_TINY)
+    cfg = load_config(None, [f"actor.ppo_mini_batch_size={args.prompts}", f"actor.train_batch_size={args.prompts}",
+                             "actor.micro_batch_size=128", "algo.kl_coef=0", "actor.lr=1e-5"])
+    actor = Actor(cfg, World(), model_path=str(BUILTIN_TINY), needs_reference=False)
+    model, tok = actor.model, actor.tokenizer
     rows = generate_rows("add", args.prompts, 0, "train")
     examples, _ = build_examples(rows, tok, 10**6)
     engine = HFRolloutEngine(model, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     gen_tps, upd_tps, upd_flops, mm = [], [], [], []
     for r in range(args.repeats):
@@ -75,19 +78,15 @@ def main() -> None:
         responses = [c.token_ids for g in groups for c in g]
         gen_tps.append(sum(map(len, responses)) / dt)
 
-        batch = pad_batch([e.prompt_ids for e in examples for _ in range(args.n)], responses, tok.pad_token_id)
-        old = batch_logprobs(model, batch, 128, 1.2)
-        adv = torch.randn(batch.input_ids.shape[0])
+        seqs = pad_batch([e.prompt_ids for e in examples for _ in range(args.n)], responses, tok.pad_token_id)
+        batch = TrainBatch(seqs, torch.randn(seqs.input_ids.shape[0]), seqs.response_mask, args.n, 1.2)
         t = time.perf_counter()
-        update_actor(model, opt, batch, old_logp=old, ref_logp=None, advantages=adv, loss_mask=batch.response_mask,
-                     group_size=args.n, mini_batch_groups=args.prompts, micro_batch_size=128, epochs=1, eps_low=0.2,
-                     eps_high=0.4, agg_mode="token-mean", kl_coef=0.0, kl_estimator="k3", entropy_coef=0.0,
-                     grad_clip=1.0, temperature=1.2, rng=random.Random(r))
+        actor.update(batch, cfg.algo, cfg.actor, rng=random.Random(r))  # on-policy: no old-log-prob pass
         dt = time.perf_counter() - t
-        tokens = int(batch.input_ids.numel())  # the update runs over padded [B, P + R]
+        tokens = int(seqs.input_ids.numel())  # the update runs over padded [B, P + R]
         upd_tps.append(tokens / dt)
-        head_fraction = (batch.response_len + 1) / batch.input_ids.shape[1]
-        upd_flops.append(3 * model_flops_per_token(model, batch.input_ids.shape[1], head_fraction) * tokens / dt)
+        head_fraction = (seqs.response_len + 1) / seqs.input_ids.shape[1]
+        upd_flops.append(3 * model_flops_per_token(model, seqs.input_ids.shape[1], head_fraction) * tokens / dt)
 
     med = statistics.median
     print(f"threads={args.threads} prompts={args.prompts} n={args.n} max_new_tokens={args.max_new_tokens} repeats={args.repeats}")

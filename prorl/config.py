@@ -127,9 +127,15 @@ class ActorConfig:
 
 @dataclass
 class RewardConfig:
-    server_url: str = f("", "URL of `prorl serve-rewards`; empty = score in-process with worker processes")
+    server_url: list[str] | str = f([], "URLs of `prorl serve-rewards` replicas (a list, or one string; commas "
+                                        "separate several); batches are spread over them and a failed batch is "
+                                        "retried on another; empty = score in-process with worker processes")
+    server_token_file: str = f("", "file holding the reward service's bearer token (empty: the file named by "
+                                   "$PRORL_REWARD_TOKEN_FILE, else no token)")
     num_workers: int = f(2, "verifier worker processes")
     timeout_s: float = f(10.0, "hard wall-clock limit per verification")
+    worker_memory_mb: int = f(2048, "address-space cap per in-process verifier worker, MB (0 = none); the verdict "
+                                    "says when an item hit it")
     strip_think: bool = f(True, "score only the text after </think> when present")
     overlong_buffer_len: int = f(0, "DAPO overlong penalty: length of the buffer before the limit (0 = off)")
     overlong_penalty_factor: float = f(1.0, "DAPO overlong penalty at the limit")
@@ -142,6 +148,10 @@ class RewardConfig:
     length_penalty_correct_only: bool = f(True, "cosine length penalty only on correct responses (score 1); false = on all")
     mask_truncated: bool = f(False, "exclude truncated responses from the policy loss")
     sandbox_allow_unsafe: bool = f(False, "run model-written code WITHOUT isolation when bubblewrap is unavailable (never do this with untrusted models)")
+
+    def __post_init__(self) -> None:  # one URL (or "a,b") is accepted for a list of replicas
+        if isinstance(self.server_url, str):
+            self.server_url = [u.strip() for u in self.server_url.split(",") if u.strip()]
 
 
 @dataclass
@@ -434,6 +444,9 @@ def validate(cfg: Config) -> None:
         (cfg.validation.n >= 1, "validation.n must be >= 1"),
         (cfg.reward.num_workers >= 1, "reward.num_workers must be >= 1"),
         (cfg.reward.timeout_s > 0, "reward.timeout_s must be > 0"),
+        (cfg.reward.worker_memory_mb >= 0, "reward.worker_memory_mb must be >= 0 (0 = no cap)"),
+        (all(str(u).startswith(("http://", "https://")) for u in cfg.reward.server_url),
+         f"reward.server_url: every URL must start with http:// or https:// (got {cfg.reward.server_url})"),
         (cfg.reward.overlong_buffer_len < r.max_response_length,
          "reward.overlong_buffer_len must be smaller than rollout.max_response_length"),
         (0 <= rw.length_penalty_min <= rw.length_penalty_max,

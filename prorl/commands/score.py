@@ -3,7 +3,9 @@
 Each input line is a verl-schema row (``data_source``, ``ability``, ``reward_model.ground_truth``,
 ...) plus ``response``; each output line is that row plus ``score``, ``status`` and ``reason``.
 Malformed lines are reported on stderr with their line number and skipped; the rest are still
-scored, and the exit code is 1 if any line was malformed.
+scored, and the exit code is 1 if any line was malformed. Rows our infrastructure could not
+score (status ``infra_error``: every reward replica unreachable, workers dying) are written with
+that status and make the exit code 2: score them again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default="-", help="output JSONL (default: stdout)")
     parser.add_argument("--workers", type=int, default=2, help="verifier worker processes (default 2)")
     parser.add_argument("--timeout", type=float, default=10.0, help="hard limit per item, seconds (default 10)")
-    parser.add_argument("--server-url", default=None, help="score through a running `prorl serve-rewards`")
+    parser.add_argument("--server-url", default=None,
+                        help="score through running `prorl serve-rewards` replicas (comma-separated URLs)")
+    parser.add_argument("--token-file", default=None,
+                        help="file holding the service's bearer token (default: $PRORL_REWARD_TOKEN_FILE)")
+    parser.add_argument("--max-memory-mb", type=int, default=2048,
+                        help="address-space cap per local verifier worker, MB (default 2048; 0 = none)")
     parser.add_argument("--no-strip-think", action="store_true", help="verify the whole response, <think> included")
     parser.add_argument("--batch-size", type=int, default=2048, help="rows scored per batch (default 2048)")
 
@@ -50,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     total = 0.0
     statuses: collections.Counter = collections.Counter()
     scorer = RewardScorer(num_workers=args.workers, timeout_s=args.timeout, server_url=args.server_url,
-                          strip_think=not args.no_strip_think)
+                          server_token_file=args.token_file, strip_think=not args.no_strip_think,
+                          max_memory_mb=args.max_memory_mb or None)
 
     def flush(rows: list[dict]) -> None:
         nonlocal n, total
@@ -96,8 +104,13 @@ def run(args: argparse.Namespace) -> int:
             fout.close()
         else:
             fout.flush()
-    mean = total / n if n else 0.0
+    judged = n - statuses.get("infra_error", 0)  # an infra_error is no verdict: not in the mean
+    mean = total / judged if judged else 0.0
     parts = ", ".join(f"{k}={v}" for k, v in sorted(statuses.items()))
     print(f"scored {n} rows: mean score {mean:.4f}; statuses: {parts or 'none'}; malformed lines: {malformed}",
           file=sys.stderr)
+    if statuses.get("infra_error"):
+        print(f"prorl score: {statuses['infra_error']} rows could not be scored (infra_error); run again",
+              file=sys.stderr)
+        return 2
     return 1 if malformed else 0

@@ -1,11 +1,13 @@
 """Reward plumbing: a hard-limited verifier worker pool, the trainer's ``RewardScorer``, and the
-HTTP reward service with its client. Imports are lazy so ``import prorl.rewards`` stays cheap."""
+HTTP reward service (token, limits, metrics, drain) with its multi-replica client. Imports are lazy
+so ``import prorl.rewards`` stays cheap."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["VerifierPool", "PoolOverloaded", "RewardScorer", "RewardClient", "RewardServiceError", "RewardServer"]
+__all__ = ["VerifierPool", "PoolOverloaded", "RewardScorer", "RewardClient", "RewardServiceError", "RewardServer",
+           "ServerLimits"]
 
 _WHERE = {
     "VerifierPool": "prorl.rewards.pool",
@@ -14,6 +16,7 @@ _WHERE = {
     "RewardClient": "prorl.rewards.client",
     "RewardServiceError": "prorl.rewards.client",
     "RewardServer": "prorl.rewards.server",
+    "ServerLimits": "prorl.rewards.guard",
 }
 
 

@@ -3,9 +3,12 @@
 Why processes and an outside limit: sympy can sit for minutes inside C code on an expression bomb
 (``9^{9^{9^{9}}}``), and a verifier may loop forever; no signal or thread can stop that reliably.
 So each worker runs in its own process group, a dispatcher thread in the parent watches every
-item's deadline, and a late (or dead) worker is killed with its whole group and replaced. The
-item it held gets a ``timeout`` (or ``error``) verdict; the rest of its batch is re-queued. No
-item is ever lost and a caller never waits longer than the per-item limit allows.
+item's deadline, and a late (or dead) worker is killed with its whole group and replaced. A late
+item gets a ``timeout`` verdict (the response's fault: it is scored). A worker that *dies* (killed
+from outside, out of memory, a crashing verifier) is our failure, not a judgement of the response:
+its item is retried on another worker, up to ``max_item_retries`` times, and then gets an
+``infra_error`` verdict, which the trainer excludes. The rest of a batch is re-queued. No item is
+ever lost and a caller never waits longer than the per-item limit (times the retries) allows.
 
 Workers are persistent (started once from the ``forkserver`` with the verifiers preloaded) and
 receive items in batches; they look verifiers up by name through
@@ -26,16 +29,14 @@ import multiprocessing as mp
 import multiprocessing.util  # noqa: F401 - its atexit hook must be registered before ours (runs after)
 import os
 import signal
-import sys
 import threading
 import time
 import weakref
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from multiprocessing.connection import wait as mp_wait
 from multiprocessing.reduction import ForkingPickler
-from typing import Any
 
+from prorl.rewards.handles import Job, WorkerHandle, forkserver_context, kill_worker, registry_snapshot
 from prorl.rewards.worker import MAX_REASON as _MAX_REASON
 from prorl.rewards.worker import worker_main
 from prorl.verifiers.base import Status, Verdict
@@ -60,30 +61,6 @@ class PoolClosed(RuntimeError):
 # ----------------------------------------------------------------------------- parent side
 
 
-@dataclass
-class _Job:
-    items: list[dict]
-    config: tuple
-    future: Future
-    results: list[Verdict | None]
-    remaining: int
-    unacked_deaths: dict = field(default_factory=dict)  # pos -> workers that died before starting it
-
-
-@dataclass
-class _Worker:
-    proc: Any
-    conn: Any
-    started_at: float
-    ready: bool = False
-    pid: int | None = None
-    batch: collections.deque = field(default_factory=collections.deque)  # (gid, job, pos)
-    item_started: float = 0.0
-    acked: bool = False
-    killed: bool = False
-    config: tuple | None = None
-
-
 _LIVE_POOLS: "weakref.WeakSet[VerifierPool]" = weakref.WeakSet()
 
 
@@ -96,29 +73,13 @@ def _close_all_pools() -> None:
             pass
 
 
-def _registry_snapshot() -> tuple:
-    from prorl.verifiers import base
-
-    return (tuple(sys.path), dict(base._DOMAINS), dict(base._SOURCE_ALIASES))
-
-
-def _forkserver_context(preload: tuple[str, ...]) -> Any:
-    ctx = mp.get_context("forkserver")
-    try:
-        from multiprocessing import forkserver
-
-        if getattr(forkserver._forkserver, "_forkserver_pid", None) is None:
-            ctx.set_forkserver_preload(list(preload))
-    except Exception:  # preloading is only an optimisation
-        pass
-    return ctx
-
-
 class VerifierPool:
     """N persistent verifier processes; every item is scored within ``timeout_s`` or gets a verdict saying why not.
 
     ``max_pending`` bounds the items queued or in flight (``None``: unbounded); :meth:`submit` raises
-    :class:`PoolOverloaded` beyond it. ``max_memory_mb`` optionally caps each worker's address space.
+    :class:`PoolOverloaded` beyond it. ``max_memory_mb`` optionally caps each worker's address space
+    (an item that hits the cap gets a verdict saying so and the worker is replaced).
+    ``max_item_retries`` bounds how often an item whose worker died is tried again on another one.
     """
 
     def __init__(
@@ -132,6 +93,7 @@ class VerifierPool:
         preload: tuple[str, ...] = DEFAULT_PRELOAD,
         startup_timeout_s: float = 60.0,
         max_memory_mb: int | None = None,
+        max_item_retries: int = 2,
         context: str = "forkserver",
     ) -> None:
         if num_workers < 1:
@@ -146,14 +108,15 @@ class VerifierPool:
         self.preload = tuple(preload)
         self.startup_timeout_s = float(startup_timeout_s)
         self.max_memory_mb = max_memory_mb
-        self._ctx = _forkserver_context(self.preload) if context == "forkserver" else mp.get_context(context)
+        self.max_item_retries = max(0, int(max_item_retries))
+        self._ctx = forkserver_context(self.preload) if context == "forkserver" else mp.get_context(context)
 
         self._lock = threading.Lock()
         self._queue: collections.deque = collections.deque()  # (gid, job, pos)
         self._pending = 0  # items submitted and not yet answered
         self._gid = 0
         self._closing = False
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerHandle] = []
         self._start_failures = 0
         self._last_start_error = ""
         self.counters = collections.Counter()
@@ -173,7 +136,7 @@ class VerifierPool:
         if not items:
             fut.set_result([])
             return fut
-        job = _Job(items, _registry_snapshot(), fut, [None] * len(items), len(items))
+        job = Job(items, registry_snapshot(), fut, [None] * len(items), len(items))
         with self._lock:
             if self._closing:
                 raise PoolClosed("the verifier pool is closed")
@@ -226,17 +189,19 @@ class VerifierPool:
             "alive": sum(1 for w in workers if w.ready and w.proc.is_alive()),
             "busy": sum(1 for w in workers if w.batch),
             "pids": [w.pid for w in workers if w.pid is not None],
+            "busy_pids": [w.pid for w in workers if w.pid is not None and w.batch],  # holding items now
             "queue_depth": queued,
             "pending": pending,
             "max_pending": self.max_pending,
             "timeout_s": self.timeout_s,
             "closed": self._closing,
             "last_start_error": self._last_start_error,
-            **{k: c.get(k, 0) for k in ("submitted", "completed", "timeouts", "crashes", "restarts", "rejected_batches")},
+            **{k: c.get(k, 0) for k in ("submitted", "completed", "timeouts", "crashes", "restarts", "recycled",
+                                        "retried", "infra_errors", "rejected_batches")},
         }
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the workers; items not yet scored get an ``error`` verdict (callers never hang)."""
+        """Stop the workers; items not yet scored get an ``infra_error`` verdict (callers never hang)."""
         with self._lock:
             if self._closing:
                 already = True
@@ -299,7 +264,7 @@ class VerifierPool:
                 self._start_failed(f"could not start a worker: {type(e).__name__}: {e}")
                 return
             child.close()
-            self._workers = self._workers + [_Worker(proc, parent, time.monotonic())]
+            self._workers = self._workers + [WorkerHandle(proc, parent, time.monotonic())]
 
     def _start_failed(self, why: str) -> None:
         self._start_failures += 1
@@ -390,7 +355,7 @@ class VerifierPool:
                 self._remove(w)
                 self._start_failed(f"worker not ready after {self.startup_timeout_s:g}s")
 
-    def _drain(self, w: _Worker) -> None:
+    def _drain(self, w: WorkerHandle) -> None:
         """Read every message the worker has sent; handle its death if the pipe is closed."""
         try:
             while w.conn.poll():
@@ -405,13 +370,20 @@ class VerifierPool:
                 pass
             self._worker_died(w, None)
 
-    def _on_message(self, w: _Worker, msg: tuple) -> None:
+    def _on_message(self, w: WorkerHandle, msg: tuple) -> None:
         if msg[0] == "ready":
             w.ready, w.pid = True, int(msg[1])
             self._start_failures = 0
             return
         if msg[0] == "ack":
             w.acked = True
+            return
+        if msg[0] == "recycle":  # it hit its memory cap and exits: the rest of its batch goes elsewhere
+            self._requeue(w)
+            self._remove(w)
+            with self._lock:
+                self.counters["recycled"] += 1
+                self.counters["restarts"] += 1
             return
         gid, score, status, reason = msg
         if not w.batch or w.batch[0][0] != gid:
@@ -421,7 +393,7 @@ class VerifierPool:
         w.item_started = time.monotonic()
         self._resolve(job, pos, Verdict(score, Status(status), reason))
 
-    def _resolve(self, job: _Job, pos: int, verdict: Verdict) -> None:
+    def _resolve(self, job: Job, pos: int, verdict: Verdict) -> None:
         if job.results[pos] is not None:
             return
         job.results[pos] = verdict
@@ -431,88 +403,78 @@ class VerifierPool:
             self.counters["completed"] += 1
             if verdict.status is Status.TIMEOUT:
                 self.counters["timeouts"] += 1
+            elif verdict.status is Status.INFRA_ERROR:
+                self.counters["infra_errors"] += 1
         if job.remaining == 0 and not job.future.done():
             job.future.set_result(list(job.results))
 
-    def _worker_timed_out(self, w: _Worker) -> None:
+    def _worker_timed_out(self, w: WorkerHandle) -> None:
         _, job, pos = w.batch.popleft()
-        self._kill(w)
+        kill_worker(w)
         self._requeue(w)
         self._remove(w)
         with self._lock:
             self.counters["restarts"] += 1
         self._resolve(job, pos, Verdict(0.0, Status.TIMEOUT, f"verifier exceeded the {self.timeout_s:g}s hard limit; worker killed"))
 
-    def _worker_died(self, w: _Worker, why: str | None) -> None:
+    def _worker_died(self, w: WorkerHandle, why: str | None) -> None:
+        """A worker died: retry the item it held on another worker (bounded), requeue the rest."""
         if w not in self._workers:
             return
-        self._kill(w)
+        kill_worker(w)
         code = w.proc.exitcode
         if why is None:
             why = f"verifier worker died (exit code {code})" if code is None or code >= 0 else (
                 f"verifier worker killed by signal {signal.Signals(-code).name}")
         lost = w.batch.popleft() if w.batch else None
-        if lost is not None and not w.acked:
-            # died (e.g. killed while idle) before it even received the batch: not the item's fault
+        if lost is not None:
             _, job, pos = lost
-            job.unacked_deaths[pos] = job.unacked_deaths.get(pos, 0) + 1
-            if job.unacked_deaths[pos] < 3:
-                w.batch.appendleft(lost)
+            job.deaths[pos] = job.deaths.get(pos, 0) + 1
+            if job.deaths[pos] <= self.max_item_retries:
+                w.batch.appendleft(lost)  # first in line again, for a fresh worker
                 lost = None
+                with self._lock:
+                    self.counters["retried"] += 1
         self._requeue(w)
         self._remove(w)
         with self._lock:
             self.counters["crashes"] += 1
             self.counters["restarts"] += 1
         if lost is not None:
-            self._resolve(lost[1], lost[2], Verdict(0.0, Status.ERROR, why))
+            n = lost[1].deaths[lost[2]]
+            self._resolve(lost[1], lost[2], Verdict(0.0, Status.INFRA_ERROR,
+                                                    f"not scored: {n} verifier workers died holding this item "
+                                                    f"(last: {why})"))
         if not w.ready:
             self._start_failed(why)
 
-    def _requeue(self, w: _Worker) -> None:
+    def _requeue(self, w: WorkerHandle) -> None:
         if w.batch:
             with self._lock:
                 self._queue.extendleft(reversed(w.batch))
             w.batch.clear()
 
-    def _remove(self, w: _Worker) -> None:
-        self._kill(w)
+    def _remove(self, w: WorkerHandle) -> None:
+        kill_worker(w)
         self._workers = [x for x in self._workers if x is not w]
         try:
             w.conn.close()
         except OSError:
             pass
 
-    @staticmethod
-    def _kill(w: _Worker) -> None:
-        """SIGKILL the worker's whole process group (never our own, and only once), then reap it."""
-        pid = w.pid or w.proc.pid
-        if pid is not None and not w.killed:
-            w.killed = True
-            try:
-                if os.getpgid(pid) == pid:
-                    os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, OSError):
-                pass
-        try:
-            if w.proc.is_alive():
-                w.proc.kill()
-            w.proc.join(5)
-        except (OSError, ValueError, AssertionError):
-            pass
-
     def _fail_queued(self, why: str) -> None:
+        """Answer every queued item ``infra_error``: the pool, not the response, failed."""
         with self._lock:
             queued = list(self._queue)
             self._queue.clear()
         for _, job, pos in queued:
-            self._resolve(job, pos, Verdict(0.0, Status.ERROR, why))
+            self._resolve(job, pos, Verdict(0.0, Status.INFRA_ERROR, why))
 
     def _fail_everything(self, why: str) -> None:
         for w in list(self._workers):
             while w.batch:
                 _, job, pos = w.batch.popleft()
-                self._resolve(job, pos, Verdict(0.0, Status.ERROR, why))
+                self._resolve(job, pos, Verdict(0.0, Status.INFRA_ERROR, why))
         self._fail_queued(why)
 
     def _shutdown_workers(self) -> None:
@@ -528,7 +490,7 @@ class VerifierPool:
         deadline = time.monotonic() + 2.0
         for w in workers:
             w.proc.join(max(0.0, deadline - time.monotonic()))
-            self._kill(w)
+            kill_worker(w)
             try:
                 w.conn.close()
             except OSError:

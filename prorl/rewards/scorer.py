@@ -2,13 +2,16 @@
 
 Cheap trusted domains (``builtin`` by default) are scored in this process; everything else goes
 to a :class:`~prorl.rewards.pool.VerifierPool` (started lazily, on first need) whose workers
-enforce a hard wall-clock limit per item, or, when ``server_url`` is set, to the HTTP reward
-service (``prorl serve-rewards``) through :class:`~prorl.rewards.client.RewardClient`.
+enforce a hard wall-clock limit per item, or, when ``server_url`` is set (one URL or several
+replicas), to the HTTP reward service (``prorl serve-rewards``) through
+:class:`~prorl.rewards.client.RewardClient`. Items that could not be scored because of an
+infrastructure failure come back with status ``infra_error``, never as a scored 0.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from prorl.rewards.client import RewardClient
 from prorl.rewards.pool import VerifierPool
@@ -23,20 +26,24 @@ class RewardScorer:
         *,
         num_workers: int = 2,
         timeout_s: float = 10.0,
-        server_url: str | None = None,
+        server_url: str | Sequence[str] | None = None,
+        server_token_file: str | None = None,
         strip_think: bool = True,
         inprocess_domains: tuple[str, ...] = ("builtin",),
         client_retries: int = 5,
         client_timeout_s: float = 600.0,
+        max_memory_mb: int | None = None,
     ) -> None:
         self.num_workers = num_workers
         self.timeout_s = timeout_s
         self.server_url = server_url
         self.strip_think = strip_think
         self.inprocess_domains = tuple(inprocess_domains)
+        self.max_memory_mb = max_memory_mb
         self._pool: VerifierPool | None = None
         self._client = (
-            RewardClient(server_url, retries=client_retries, timeout_s=client_timeout_s) if server_url else None
+            RewardClient(server_url, token_file=server_token_file, retries=client_retries,
+                         timeout_s=client_timeout_s) if server_url else None
         )
         self._lock = threading.Lock()
         self._closed = False
@@ -48,11 +55,13 @@ class RewardScorer:
             if self._closed:
                 raise RuntimeError("RewardScorer is closed")
             if self._pool is None:
-                self._pool = VerifierPool(self.num_workers, self.timeout_s, strip_think=self.strip_think)
+                self._pool = VerifierPool(self.num_workers, self.timeout_s, strip_think=self.strip_think,
+                                          max_memory_mb=self.max_memory_mb)
             return self._pool
 
     def score(self, items: list[dict]) -> list[Verdict]:
-        """One verdict per item, in the same order. Raises only if the reward service is unreachable."""
+        """One verdict per item, in the same order. Raises only if the reward service rejects the
+        requests as wrong (bad token or request): an unreachable service gives ``infra_error`` verdicts."""
         results: list[Verdict | None] = [None] * len(items)
         local: list[int] = []
         remote: list[int] = []
@@ -88,6 +97,8 @@ class RewardScorer:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+        if self._client is not None:
+            self._client.close()
 
     def __enter__(self) -> "RewardScorer":
         return self

@@ -12,9 +12,10 @@ import signal
 import sys
 from typing import Any
 
-from prorl.verifiers.base import Status
+from prorl.verifiers.base import OUT_OF_MEMORY, Status
 
 MAX_REASON = 2000
+CAP_HIT_FRACTION = 0.95  # peak address space at this fraction of the cap counts as hitting it
 
 
 def _apply_config(config: tuple) -> None:
@@ -57,8 +58,35 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _vm_peak_mb() -> float:
+    """This process's peak address space (``VmPeak``), MB; 0 when /proc is unavailable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+def _cap_memory(max_memory_mb: int) -> None:
+    """Cap this worker's address space (soft ``RLIMIT_AS``) so many workers cannot exhaust the machine.
+
+    Only the soft limit is lowered: a sandboxed program started from here sets its own limit
+    (which may be higher) and must still be able to."""
+    import resource
+
+    lim = int(max_memory_mb) * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (lim if hard == resource.RLIM_INFINITY else min(lim, hard), hard))
+
+
 def worker_main(conn: Any, preload: tuple[str, ...], strip_think: bool, max_memory_mb: int | None) -> None:
-    """Worker loop: receive ``(config, [(gid, item), ...])`` batches, send one result per item."""
+    """Worker loop: receive ``(config, [(gid, item), ...])`` batches, send one result per item.
+
+    When an item drives the worker to its memory cap, its verdict says so, and the worker sends
+    ``("recycle",)`` and exits: the pool requeues the rest of the batch on a fresh worker."""
     try:
         os.setpgid(0, 0)  # own process group, so the parent can kill anything we start
     except OSError:
@@ -66,10 +94,7 @@ def worker_main(conn: Any, preload: tuple[str, ...], strip_think: bool, max_memo
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     _die_with_parent()
     if max_memory_mb:
-        import resource
-
-        lim = int(max_memory_mb) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+        _cap_memory(max_memory_mb)
     for mod in preload:
         try:
             importlib.import_module(mod)
@@ -102,7 +127,15 @@ def worker_main(conn: Any, preload: tuple[str, ...], strip_think: bool, max_memo
                     item.get("extra_info"),
                     strip_think=strip_think,
                 )
-                out = (gid, float(v.score), Status(v.status).value, str(v.reason)[:MAX_REASON])
+                score, status, reason = float(v.score), Status(v.status).value, str(v.reason)
             except BaseException as e:  # noqa: BLE001 - sys.exit() in a verifier is an error verdict too
-                out = (gid, 0.0, Status.ERROR.value, f"{type(e).__name__}: {e}"[:MAX_REASON])
-            conn.send(out)
+                score, status, reason = 0.0, Status.ERROR.value, f"{type(e).__name__}: {e}"
+            cap_hit = bool(max_memory_mb) and (reason.startswith(OUT_OF_MEMORY)
+                                               or _vm_peak_mb() >= CAP_HIT_FRACTION * max_memory_mb)
+            if cap_hit:
+                reason = (f"verifier hit the worker memory cap of {max_memory_mb} MB "
+                          f"(reward.worker_memory_mb / --max-memory-mb): {reason}")
+            conn.send((gid, score, status, reason[:MAX_REASON]))
+            if cap_hit:  # start afresh: the peak cannot be measured again, and the heap may be fragmented
+                conn.send(("recycle",))
+                return

@@ -13,6 +13,7 @@ from prorl.data.dataset import Example, PromptSampler
 from prorl.rollout.base import Completion
 from prorl.trainer import faults
 from prorl.trainer.distributed import World, all_gather
+from prorl.verifiers.base import Status
 
 
 @dataclass
@@ -81,6 +82,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
                            "dynamic_sampling/dropped_all_correct": 0, "dynamic_sampling/dropped_all_wrong": 0,
                            "dynamic_sampling/dropped_other_equal": 0}
     all_scores, all_lengths, all_trunc, all_over, all_tpen, all_lpen, statuses = [], [], [], [], [], [], []
+    judged_scores: list[float] = []  # scores of items actually judged (infra_error excluded)
     by_source: dict[str, list[float]] = {}
     t_gen = t_rew = 0.0
     rounds = 0
@@ -116,7 +118,9 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
             rewards, over, tpen, lpen = shape_rewards(scores, lengths, truncated, max_len=max_new_tokens, **shaping)
             round_groups.append(Group(ex, group, scores, rewards, [v.status.value for v in vs]))
             all_scores += scores
-            by_source.setdefault(ex.data_source, []).extend(scores)
+            judged = [s for s, v in zip(scores, vs) if v.status is not Status.INFRA_ERROR]
+            judged_scores += judged
+            by_source.setdefault(ex.data_source, []).extend(judged)
             all_lengths += lengths
             all_trunc += truncated
             all_over += over
@@ -144,9 +148,10 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
     m["dynamic_sampling/yield"] = len(kept) / max(1, m["dynamic_sampling/generated_groups"])
     m["dynamic_sampling/batch_underfilled"] = float(len(kept) < num_prompts)
     n_all = max(1, len(all_scores))
-    m["critic/score/mean"] = sum(all_scores) / n_all  # over everything generated, before filtering
-    m["critic/score/max"] = max(all_scores, default=0.0)
-    m["critic/score/min"] = min(all_scores, default=0.0)
+    # over everything generated and judged, before filtering (infra_error items are no verdict)
+    m["critic/score/mean"] = sum(judged_scores) / max(1, len(judged_scores))
+    m["critic/score/max"] = max(judged_scores, default=0.0)
+    m["critic/score/min"] = min(judged_scores, default=0.0)
     m["reward/overlong_penalty/mean"] = sum(all_over) / n_all
     m["reward/truncation_penalty/mean"] = sum(all_tpen) / n_all
     m["reward/length_penalty/mean"] = sum(all_lpen) / n_all
@@ -154,9 +159,9 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
     m["response_length/max"] = max(all_lengths, default=0)
     m["response_length/min"] = min(all_lengths, default=0)
     m["response_length/clip_ratio"] = sum(all_trunc) / n_all
-    for st in ("correct", "wrong", "no_answer", "error", "timeout"):
+    for st in ("correct", "wrong", "no_answer", "error", "timeout", "infra_error"):
         m[f"reward/status/{st}"] = statuses.count(st) / n_all
-    for ds, sc in sorted(by_source.items()):
+    for ds, sc in sorted((ds, sc) for ds, sc in by_source.items() if sc):
         m[f"critic/score/{ds}/mean"] = sum(sc) / len(sc)
         m[f"critic/acc/{ds}/mean"] = sum(x >= 1.0 for x in sc) / len(sc)
     m["timing_s/gen"] = t_gen

@@ -26,6 +26,10 @@ class Status(str, enum.Enum):
     NO_ANSWER = "no_answer"
     ERROR = "error"
     TIMEOUT = "timeout"
+    # not a judgement of the response: our infrastructure failed to score it (a verifier worker
+    # died on every retry, the pool closed, every reward replica unreachable). The trainer
+    # excludes such samples from the loss and the score metrics and counts them apart.
+    INFRA_ERROR = "infra_error"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ _SOURCE_ALIASES: dict[str, str] = {
 }
 
 _CACHE: dict[str, VerifierFn] = {}
+
+OUT_OF_MEMORY = "MemoryError"  # how a verdict's reason starts when verification ran out of memory
 
 
 def register(domain: str, target: str | VerifierFn, *, aliases: tuple[str, ...] = ()) -> None:
@@ -136,6 +142,22 @@ def strip_thinking(response: str) -> str:
     return response[idx + len("</think>"):] if idx >= 0 else response
 
 
+def malformed_reason(data_source: Any, ability: Any, response: Any, extra_info: Any) -> str | None:
+    """Why an item cannot be verified (wrong field types), or None: one clear line, not a traceback.
+
+    ``ground_truth`` may legitimately be None (some Reasoning Gym tasks check via metadata)."""
+    if not isinstance(response, str):
+        return f"malformed item: 'response' must be a string, got {type(response).__name__}"
+    if extra_info is not None and not isinstance(extra_info, dict):
+        return f"malformed item: 'extra_info' must be an object, got {type(extra_info).__name__}"
+    for name, v in (("data_source", data_source), ("ability", ability)):
+        if v is not None and not isinstance(v, str):
+            return f"malformed item: '{name}' must be a string, got {type(v).__name__}"
+    if not data_source and not ability:
+        return "malformed item: neither 'data_source' nor 'ability' is given"
+    return None
+
+
 def verify_one(
     data_source: str | None,
     ability: str | None,
@@ -146,9 +168,14 @@ def verify_one(
     strip_think: bool = True,
 ) -> Verdict:
     """Score one response in this process. Exceptions become an ``error`` verdict, never a crash."""
+    bad = malformed_reason(data_source, ability, response, extra_info)
+    if bad is not None:
+        return Verdict(0.0, Status.ERROR, bad)
     try:
         fn = get_verifier(resolve_domain(data_source, ability))
         text = strip_thinking(response) if strip_think else response
         return fn(text, ground_truth, dict(extra_info or {}, data_source=data_source))
+    except MemoryError:  # the worker's memory cap (RLIMIT_AS) was hit; the pool names the cap
+        return Verdict(0.0, Status.ERROR, f"{OUT_OF_MEMORY}: the verifier ran out of memory on this response")
     except Exception as e:  # a broken verifier must never stall or crash the trainer
         return Verdict(0.0, Status.ERROR, f"{type(e).__name__}: {e}"[:500])

@@ -59,19 +59,49 @@ def test_hang_times_out_and_others_are_scored(pool):
     assert pool.stats()["timeouts"] >= 1
 
 
-def test_crash_is_an_error_verdict_and_batch_continues(pool):
+def test_worker_death_is_retried_then_infra_error_and_batch_continues(pool):
+    """A verifier that kills its worker every time: retried on fresh workers (bounded), then
+    ``infra_error`` (excluded by the trainer), never a scored ``error``; the rest are scored."""
+    before = pool.stats()
     items = [item("t_echo", "a", "a", id=i) for i in range(5)] + [item("t_crash", id=5)] + \
             [item("t_echo", "a", "a", id=i) for i in range(6, 12)]
-    out = pool.map(items, timeout=30)
-    assert out[5].status is Status.ERROR and "exit code 7" in out[5].reason
+    out = pool.map(items, timeout=60)
+    assert out[5].status is Status.INFRA_ERROR and out[5].score == 0.0
+    assert "3 verifier workers died" in out[5].reason and "exit code 7" in out[5].reason
     assert [v.status for i, v in enumerate(out) if i != 5] == [Status.CORRECT] * 11
+    after = pool.stats()
+    assert after["crashes"] - before["crashes"] == 3 and after["retried"] - before["retried"] == 2
+    assert after["infra_errors"] - before["infra_errors"] == 1
+
+
+def test_worker_killed_mid_item_is_retried_and_scored(pool, tmp_path):
+    """An outside SIGKILL while an item is being scored is not a verdict: the item is scored again."""
+    out = pool.map([item("t_die_once", "x", "x", id=0, marker=str(tmp_path / "m")), item("t_echo", "y", "x", id=1)],
+                   timeout=60)
+    assert (tmp_path / "m").exists()  # the first worker really died on it
+    assert [v.status for v in out] == [Status.CORRECT, Status.WRONG]
+
+
+def test_memory_cap_is_named_in_the_verdict_and_the_worker_replaced():
+    with VerifierPool(1, timeout_s=20.0, max_memory_mb=700) as p:
+        assert p.wait_ready(60)
+        out = p.map([item("t_hog", mb=100, id=0), item("t_hog", mb=2000, id=1), item("t_hog", mb=100, id=2),
+                     item("t_hog", mb=2000, swallow=True, id=3), item("t_echo", "x", "x", id=4)], timeout=120)
+        st = p.stats()
+    assert out[0].status is Status.CORRECT and out[2].status is Status.CORRECT and out[4].status is Status.CORRECT
+    assert out[1].status is Status.ERROR and "memory cap of 700 MB" in out[1].reason and "MemoryError" in out[1].reason
+    assert out[3].status is Status.WRONG and "memory cap of 700 MB" in out[3].reason
+    assert st["recycled"] == 2 and st["crashes"] == 0
 
 
 def test_exception_and_unknown_domain_are_errors(pool):
-    out = pool.map([item("t_raise"), item("no_such_domain_xyz"), {"data_source": "t_echo", "response": None}])
+    out = pool.map([item("t_raise"), item("no_such_domain_xyz"), {"data_source": "t_echo", "response": None},
+                    {"data_source": 3, "response": "x"}, {"response": "x", "extra_info": []}])
     assert out[0].status is Status.ERROR and "boom" in out[0].reason
     assert out[1].status is Status.ERROR and "no verifier" in out[1].reason
-    assert out[2].status is Status.ERROR
+    assert out[2].status is Status.ERROR and out[2].reason == "malformed item: 'response' must be a string, got NoneType"
+    assert out[3].reason == "malformed item: 'data_source' must be a string, got int"
+    assert out[4].reason == "malformed item: 'extra_info' must be an object, got list"
 
 
 def test_unpicklable_item_is_an_error_not_a_dead_pool(pool):
@@ -136,8 +166,8 @@ def test_bounded_queue_and_close_releases_waiters():
         pids = p.worker_pids()
     finally:
         p.close()
-    # callers waiting at close get verdicts (never hang) and no worker is left behind
-    assert all(v.status is Status.ERROR for v in slow.result(10))
+    # callers waiting at close get infra_error verdicts (never hang) and no worker is left behind
+    assert all(v.status is Status.INFRA_ERROR for v in slow.result(10))
     with pytest.raises(PoolClosed):
         p.submit([item("t_echo")])
     assert pids and not any(_alive(pid) for pid in pids)

@@ -101,7 +101,7 @@ def test_serve_rewards_subprocess_and_sigterm():
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         rest = proc.stderr.read()
-        assert "SIGTERM, shutting down" in rest and "stopped" in rest
+        assert "SIGTERM, draining" in rest and "stopped" in rest
         deadline = time.monotonic() + 10
         while any(_running(p) for p in worker_pids) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -83,16 +83,30 @@ def test_scorer_through_the_http_service():
         assert server.health()["server"]["items"] == 2
 
 
-def test_unreachable_service_raises_instead_of_scoring_zero():
+def _free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
-    scorer = RewardScorer(server_url=f"http://127.0.0.1:{port}", client_retries=2)
+    return port
+
+
+def test_unreachable_service_is_infra_error_not_a_zero_score():
+    urls = [f"http://127.0.0.1:{_free_port()}", f"http://127.0.0.1:{_free_port()}"]
+    scorer = RewardScorer(server_url=urls, client_retries=3)
     scorer._client.backoff_s = 0.01
-    with pytest.raises(RewardServiceError, match="after 3 attempts"):
-        scorer.score([_math("\\boxed{1}", "1")])
+    out = scorer.score([_math("\\boxed{1}", "1"), _math("\\boxed{2}", "1")])
     scorer.close()
+    assert [v.status for v in out] == [Status.INFRA_ERROR] * 2
+    assert "failed 4 attempts over 2 replica(s)" in out[0].reason and "ConnectionRefusedError" in out[0].reason
+
+
+def test_a_rejected_request_raises():
+    with VerifierPool(1, timeout_s=5) as pool, RewardServer(pool, token="s3cret") as server:
+        scorer = RewardScorer(server_url=server.url)  # no token
+        with pytest.raises(RewardServiceError, match="HTTP 401.*server_token_file"):
+            scorer.score([_math("\\boxed{1}", "1")])
+        scorer.close()
 
 
 def test_builtin_rows_are_scored_in_process_by_default():

@@ -96,16 +96,10 @@ def test_thousands_of_items_32_threads_with_workers_killed():
     # every item exactly one verdict, and it is *its* verdict
     assert len(results) == total
     assert all(len(v) == 1 for v in results.values())
-    crashed = 0
-    for i, (v,) in results.items():
+    for i, (v,) in results.items():  # a killed worker's item was retried elsewhere, not scored 0
         k = int(i.rsplit("-", 1)[1])
-        if v.status is Status.ERROR:
-            assert "SIGKILL" in v.reason, v
-            crashed += 1
-            continue
         assert v.reason.startswith(f"id={i} "), (i, v)
         assert v.status is (Status.CORRECT if k % 2 == 0 else Status.WRONG)
-    assert crashed <= KILLS  # at most the item each killed worker held
     assert health["server"]["items"] == total and health["server"]["overloaded"] == 0
     assert health["pool"]["completed"] == total and health["pool"]["submitted"] == total
     assert health["pool"]["crashes"] == KILLS and health["workers_alive"] == 2
@@ -153,6 +147,15 @@ def test_bad_requests_are_400_and_give_up_client_raises(small_service):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 400
+    c = RewardClient(server.url, retries=0)
+    with pytest.raises(RewardServiceError, match="HTTP 400"):
+        c.score([item("t_echo")] * 2 + [[1]])  # an item that is not an object
+
+
+def test_client_splits_a_batch_over_the_limits(small_service):
+    """413 (here: more than the pool's bound of 4) makes the client split the batch, not fail."""
+    _, server = small_service
     c = RewardClient(server.url, retries=0, batch_size=10)
-    with pytest.raises(RewardServiceError, match="413"):
-        c.score([item("t_echo")] * 10)
+    out = c.score([item("t_echo", "x", "x", id=i) for i in range(10)])
+    assert [v.reason.split()[0] for v in out] == [f"id={i}" for i in range(10)]
+    assert all(v.status is Status.CORRECT for v in out)

@@ -126,3 +126,30 @@ def test_jsonl_rows_are_numbered_by_line_like_an_editor(tmp_path):
         with pytest.raises(DataError, match=match) as e:
             load_rows([p])
         assert str(e.value).startswith(f"{p}: row 4: "), str(e.value)
+
+
+# --------------------------------------------------------------------------- a failed start changes nothing (issue 10 §3)
+
+def test_failed_resume_leaves_the_existing_run_untouched(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("original: config\n")
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    bad = tmp_path / "train.jsonl"
+    bad.write_text(json.dumps({**GOOD_ROW, "prompt": "not a list"}) + "\n")
+    cfg = load_config(None, [f"data.train_files=[{bad}]", f"trainer.run_dir={run}"])
+    with pytest.raises(DataError):
+        train(cfg, resume=True, log=lambda *_: None)
+    assert (run / "config.yaml").read_text() == "original: config\n"
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl"]
+
+
+def test_resume_without_a_checkpoint_says_so_first(tmp_path):
+    lines: list[str] = []
+    cfg = load_config(None, ["data.builtin_tasks=[sort]", "data.builtin_val_size=4", "validation.every=0",
+                             "actor.train_batch_size=2", "actor.ppo_mini_batch_size=2", "rollout.n=2",
+                             "trainer.total_steps=1", "trainer.tensorboard=false", "trainer.progress_bar=false",
+                             "trainer.threads=1", f"trainer.run_dir={tmp_path}"])
+    train(cfg, resume=True, log=lines.append)
+    assert lines[0].startswith("--resume: no complete checkpoint in") and "starting from scratch" in lines[0]
