@@ -230,7 +230,7 @@ FIXED_FOR_THE_RUN = {"data.train_files", "data.val_files", "data.builtin_tasks",
                      "model.dtype", "trainer.run_dir", "trainer.seed", "rollout.engine",
                      # the vLLM engine is built once per run
                      "rollout.gpu_memory_utilization", "rollout.tensor_parallel_size", "rollout.cpu_kv_cache_gib",
-                     "rollout.max_model_len", "rollout.enforce_eager"}
+                     "rollout.max_model_len", "rollout.enforce_eager", "rollout.sleep_level"}
 
 
 # --------------------------------------------------------------------------- type checking

@@ -19,6 +19,7 @@ import os
 import random
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 
 from prorl.rollout.base import Completion
@@ -88,7 +89,7 @@ class VLLMRolloutEngine:
         # vLLM's start-up seeds the process's global generators and, on CPU, replaces
         # torch.set_num_threads with a no-op: the trainer in the same process keeps its own.
         rng_state = torch.random.get_rng_state()
-        py_state = random.getstate()
+        py_state, np_state = random.getstate(), np.random.get_state()
         cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         set_num_threads, num_threads = torch.set_num_threads, torch.get_num_threads()
         try:
@@ -112,6 +113,7 @@ class VLLMRolloutEngine:
             torch.set_num_threads(num_threads)
             torch.random.set_rng_state(rng_state)
             random.setstate(py_state)
+            np.random.set_state(np_state)
             if cuda_state is not None:
                 torch.cuda.set_rng_state_all(cuda_state)
         hf_config = self.llm.llm_engine.model_config.hf_config

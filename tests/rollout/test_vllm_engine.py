@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,6 +115,22 @@ def test_a_batch_larger_than_one_prefill_step(engine, policy):
     assert sum(len(p) for p in many) > 4096
     groups = engine.generate(many, n=2, temperature=1.0, top_p=1.0, max_new_tokens=3)
     assert len(groups) == len(many) and all(len(g) == 2 and all(c.token_ids for c in g) for g in groups)
+
+
+def test_start_up_keeps_the_trainers_random_state_and_threads(policy, engine):
+    def draw():
+        return torch.rand(2).tolist(), random.random(), float(np.random.rand())
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(1), random.seed(2), np.random.seed(3)
+    expected = draw()
+    torch.manual_seed(1), random.seed(2), np.random.seed(3)
+    _ALIVE.append(build(5, policy[1]))  # vLLM seeds all three generators at start-up
+    assert draw() == expected
+    assert torch.get_num_threads() == threads
+    torch.set_num_threads(threads + 1)  # vLLM's CPU worker replaces set_num_threads with a no-op; not ours
+    assert torch.get_num_threads() == threads + 1
+    torch.set_num_threads(threads)
 
 
 def test_seeds_reproduce_and_differ(policy, prompts):
