@@ -21,6 +21,7 @@ from typing import Iterator
 import torch
 
 from prorl.algo.core import aggregate_loss, kl_penalty, make_policy_loss, masked_mean
+from prorl.algo.rollout_correction import rollout_correction
 from prorl.config import ActorConfig, AlgoConfig, Config
 from prorl.models.packing import (default_row_tokens, pack_padded, pack_sequences, packed_response_logprobs,
                                   token_budget_micro_batches)
@@ -38,6 +39,7 @@ class TrainBatch:
     loss_mask: torch.Tensor  # [B, R] response tokens that count in the loss
     group_size: int
     temperature: float  # the rollout temperature: log-probs are of the tempered distribution
+    rollout_logp: torch.Tensor | None = None  # [B, R] the engine's sampling log-probs (vLLM), for mismatch correction
 
     @property
     def num_groups(self) -> int:
@@ -139,7 +141,10 @@ class Actor:
         global_groups = int(D.all_reduce(self.world, batch.num_groups))
         num_mini = max(1, -(-global_groups // actor.ppo_mini_batch_size))
         on_policy = num_mini == 1 and actor.ppo_epochs == 1
-        old_logp = None if on_policy else self.logprobs(batch.seqs, temperature=batch.temperature)
+        if algo.use_rollout_logprobs_as_old and batch.rollout_logp is not None:
+            old_logp = batch.rollout_logp  # the engine's log-probs: no old-policy forward at all
+        else:
+            old_logp = None if on_policy else self.logprobs(batch.seqs, temperature=batch.temperature)
         ref_logp = self.logprobs(batch.seqs, temperature=batch.temperature, reference=True) \
             if self.reference is not None and algo.kl_coef > 0 else None
         timing["timing_s/old_log_prob"] = time.perf_counter() - t0
@@ -179,7 +184,17 @@ class Actor:
             mask = batch.loss_mask[sub]
             logp, ent = self._forward(self.model, batch.seqs, sub, temperature=batch.temperature, with_entropy=True)
             old = logp.detach() if old_logp is None else old_logp[sub]
-            pl = loss_fn(logp, old, batch.advantages[sub], mask, rollout_is_weights=None)
+            is_weights = None
+            if batch.rollout_logp is not None:  # the trainer's old policy vs the engine that sampled
+                train_old = logp.detach() if old_logp is None or algo.use_rollout_logprobs_as_old else old
+                corr_w, corr_mask, corr = rollout_correction(
+                    train_old, batch.rollout_logp[sub], mask, mode=algo.rollout_correction,
+                    tis_cap=algo.rollout_corr_tis_cap, low=algo.rollout_corr_low, high=algo.rollout_corr_high)
+                for k, v in corr.items():
+                    _add(stats, k, v, weight)
+                if algo.rollout_correction != "none":
+                    is_weights, mask = corr_w, corr_mask
+            pl = loss_fn(logp, old, batch.advantages[sub], mask, rollout_is_weights=is_weights)
             loss = pl.loss
             if ref_logp is not None:
                 kl = aggregate_loss(kl_penalty(logp, ref_logp[sub], algo.kl_estimator), mask, algo.loss_agg_mode)
@@ -222,13 +237,16 @@ class Actor:
                            torch.zeros(1, 1, device=dev), 1)
 
     def _mean_over_ranks(self, stats: dict[str, list[float]]) -> dict[str, float]:
-        """Weighted means over micro-batches, ranks and mini-batches."""
-        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        """Weighted means over micro-batches, ranks and mini-batches (extremes stay extremes)."""
+        merged: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for part in D.all_gather(self.world, dict(stats)):
             for k, (s, w) in part.items():
-                sums[k][0] += s
-                sums[k][1] += w
-        return {k: s / w for k, (s, w) in sums.items() if w}
+                if k.endswith(("_max", "_min")):
+                    _add(merged, k, s, w)
+                else:
+                    merged[k][0] += s
+                    merged[k][1] += w
+        return {k: (s if k.endswith(("_max", "_min")) else s / w) for k, (s, w) in merged.items() if w}
 
     # ------------------------------------------------------------------ control
     @property
@@ -299,6 +317,12 @@ class Actor:
 
 
 def _add(stats: dict[str, list[float]], name: str, value: float, weight: float) -> None:
+    """Accumulate a weighted mean; names ending in ``_max`` / ``_min`` keep the extreme instead."""
+    if name.endswith(("_max", "_min")):
+        pick = max if name.endswith("_max") else min
+        stats[name][0] = value if stats[name][1] == 0 else pick(stats[name][0], value)
+        stats[name][1] = 1.0
+        return
     stats[name][0] += value * weight
     stats[name][1] += weight
 

@@ -7,7 +7,7 @@ import torch
 
 from prorl.algo.core import compute_advantages
 from prorl.config import Config
-from prorl.rollout.base import PaddedBatch, pad_batch
+from prorl.rollout.base import PaddedBatch, pad_batch, pad_logprobs
 from prorl.trainer.actor import TrainBatch
 from prorl.trainer.rollout_step import Group
 
@@ -32,10 +32,12 @@ def make_train_batch(groups: list[Group], cfg: Config, *, pad_token_id: int, dev
         trunc = torch.tensor([c.truncated for g in groups for c in g.completions], device=device)
         loss_mask[trunc] = 0.0
     temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+    rollout_logp = pad_logprobs([c.logprobs for g in groups for c in g.completions], seqs.response_len)
     metrics = {"critic/advantages/mean": adv.mean().item(), "critic/advantages/max": adv.max().item(),
                "critic/advantages/min": adv.min().item(), "critic/rewards/mean": rewards.mean().item(),
                "perf/total_num_tokens": int(seqs.attention_mask.sum())}
-    return TrainBatch(seqs, adv, loss_mask, n, temperature), metrics
+    return TrainBatch(seqs, adv, loss_mask, n, temperature,
+                      rollout_logp.to(device) if rollout_logp is not None else None), metrics
 
 
 def empty_train_batch(cfg: Config, *, pad_token_id: int, device: str) -> TrainBatch:

@@ -61,7 +61,8 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
     if state.sampler:
         sampler.load_state_dict(state.sampler)
     engine = make_engine(cfg.rollout, model_path, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         dtype=base_cfg.model.dtype, seed=seed + world.rank, device=world.device)
+                         dtype=base_cfg.model.dtype, device=world.device,
+                         seed=seed + 1009 * world.rank + 100_003 * state.step)  # a resumed run samples afresh
     engine.load_weights(actor.named_weights())
     from prorl.rewards.scorer import RewardScorer
 

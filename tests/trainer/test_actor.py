@@ -110,3 +110,30 @@ def test_reset_copies_the_policy_into_the_reference_and_restarts_adam():
     actor.reset(reference=True, optimizer=True, actor=actor.cfg.actor)
     assert _kl_to_reference(actor, batch) == 0.0
     assert not actor.optimizer.state
+
+
+def test_rollout_correction_masks_and_reports_the_mismatch():
+    """Engine log-probs 2 nats below the trainer's on every token of half the sequences: mis_token
+    ([0.5, 5]) drops exactly those tokens; when it drops every token the update does nothing."""
+    def run(offset_rows: slice, mode: str) -> tuple[dict, dict[str, torch.Tensor], float]:
+        actor = make_actor("algo.kl_coef=0", "actor.ppo_mini_batch_size=2", "rollout.engine=vllm",
+                           f"algo.rollout_correction={mode}", reference=False)
+        actor.optimizer = torch.optim.SGD(actor.model.parameters(), lr=0.1)
+        batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id)
+        rollout = actor.logprobs(batch.seqs, temperature=1.0)
+        rollout[offset_rows] -= 2.0
+        batch.rollout_logp = rollout
+        before = params(actor)
+        share = float(batch.loss_mask[offset_rows].sum() / batch.loss_mask.sum())
+        metrics = actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+        return metrics, {k: (v - before[k]).abs().max() for k, v in params(actor).items()}, share
+
+    m, moved, share = run(slice(0, 4), "mis_token")
+    assert 0 < share < 1 and m["rollout_corr/fraction_masked"] == pytest.approx(share, abs=1e-6)
+    assert m["rollout_corr/abs_logp_diff_max"] == pytest.approx(2.0, abs=1e-4)
+    assert max(moved.values()) > 0
+    m, moved, _ = run(slice(0, 8), "mis_token")
+    assert m["rollout_corr/fraction_masked"] == pytest.approx(1.0)
+    assert max(moved.values()) == 0, "every token masked: no gradient"
+    m, moved, _ = run(slice(0, 8), "none")
+    assert max(moved.values()) > 0 and m["rollout_corr/ratio_min"] == pytest.approx(float(torch.tensor(2.0).exp()), rel=1e-4)
