@@ -41,3 +41,6 @@ def test_vllm_run_learns_and_resumes(tmp_path):
     assert steps == list(range(13))  # resumed at 7: nothing lost or repeated
     val = {m["step"]: m["val-core/builtin/sort/acc/mean@4"] for m in metrics if "val-core/builtin/sort/acc/mean@4" in m}
     assert val[12] >= val[0] + 0.15, f"held-out accuracy {val[0]:.3f} -> {val[12]:.3f}: not learning"
+    # the sampler's log-probs reach the update: fp32 engine and trainer agree to float noise
+    diffs = [m["rollout_corr/abs_logp_diff_max"] for m in metrics if "rollout_corr/abs_logp_diff_max" in m]
+    assert len(diffs) == 12 and max(diffs) < 1e-3, diffs
