@@ -21,6 +21,13 @@ from prorl.verifiers.base import Status, Verdict, resolve_domain, verify_one
 class RewardScorer:
     """Score items ``{"data_source", "ability", "response", "ground_truth", "extra_info"}``."""
 
+    @classmethod
+    def from_config(cls, reward) -> "RewardScorer":
+        """The scorer a run's ``reward`` config section describes (in-process workers or the service)."""
+        return cls(num_workers=reward.num_workers, timeout_s=reward.timeout_s, server_url=reward.server_url or None,
+                   strip_think=reward.strip_think, server_token_file=reward.server_token_file or None,
+                   max_memory_mb=reward.worker_memory_mb or None)
+
     def __init__(
         self,
         *,

@@ -66,10 +66,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
     engine.load_weights(actor.named_weights())
     from prorl.rewards.scorer import RewardScorer
 
-    scorer = RewardScorer(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s,
-                          server_url=cfg.reward.server_url or None, strip_think=cfg.reward.strip_think,
-                          server_token_file=cfg.reward.server_token_file or None,
-                          max_memory_mb=cfg.reward.worker_memory_mb or None)
+    scorer = RewardScorer.from_config(cfg.reward)
     if world.is_main:
         prepare_run_dir(run_dir, base_cfg, fresh=latest is None)
     D.barrier(world)
