@@ -7,6 +7,7 @@ function on its share of the prompts; rank 0 decides, logs and writes.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -51,8 +52,6 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
     actor = Actor(cfg, world, model_path=model_path, needs_reference=schedule.needs_reference(), checkpoint=latest)
     tok = actor.tokenizer
     if cfg.reward.sandbox_allow_unsafe:  # explicit opt-in; worker processes inherit the variable
-        import os
-
         os.environ["PRORL_SANDBOX_ALLOW_UNSAFE"] = "1"
     train_ex, d1 = build_examples(train_rows, tok, cfg.data.max_prompt_length)
     val_ex, d2 = build_examples(val_rows, tok, cfg.data.max_prompt_length)
@@ -97,6 +96,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         rollback = cfg.reset.rollback_to_best and state.best_ckpt and Path(state.best_ckpt).exists()
         if rollback:
             actor.load_policy_weights(Path(state.best_ckpt))
+            engine.load_weights(actor.named_weights())  # the next rollouts come from the restored policy
             cause += f" (rolled back to best checkpoint, step {state.best_ckpt_step})"
         actor.reset(reference=cfg.reset.reset_reference, optimizer=cfg.reset.reset_optimizer, actor=cfg.actor)
         state.reference_reset |= cfg.reset.reset_reference and actor.reference is not None

@@ -123,3 +123,43 @@ def test_masked_truncated_responses_do_not_train(tmp_path):
     assert step["response_length/clip_ratio"] == 1.0
     assert step["reward/truncation_penalty/mean"] == pytest.approx(-0.5)
     assert "actor/pg_loss" not in step, "a fully masked batch must not produce a policy-gradient update"
+
+
+def test_every_rollout_samples_from_the_policy_the_actor_then_updates(tmp_path, monkeypatch):
+    """The engine holds its own copy of the weights: after each update and after a rollback to the
+    best checkpoint it must sample from exactly the actor's current policy."""
+    import prorl.trainer.loop as loop
+    from prorl.trainer.actor import Actor
+
+    def checksum(params) -> float:
+        return float(sum(p.detach().double().sum() for p in params))
+
+    generated, updated = [], []
+    real_make_engine, real_update = loop.make_engine, Actor.update
+
+    def spy_engine(*a, **k):
+        engine = real_make_engine(*a, **k)
+        real_generate = engine.generate
+
+        def generate(*ga, **gk):
+            if gk["n"] == 4:  # training rollouts (validation samples 2)
+                generated.append(checksum(engine.model.parameters()))
+            return real_generate(*ga, **gk)
+
+        engine.generate = generate
+        return engine
+
+    def spy_update(self, *a, **k):
+        updated.append(checksum(self.model.parameters()))
+        return real_update(self, *a, **k)
+
+    monkeypatch.setattr(loop, "make_engine", spy_engine)
+    monkeypatch.setattr(Actor, "update", spy_update)
+    # step 3 runs at 300x the learning rate (validation collapses), so step 4 rolls back to step 2 or earlier
+    _train(tmp_path, "reset.steps=[4]", "reset.rollback_to_best=true", "validation.every=1", "trainer.save_every=1",
+           "trainer.total_steps=5", "algo.dynamic_sampling=false",
+           "stages=[{name: a, until_step: 2}, {name: broken, until_step: 3, overrides: {actor.lr: 0.3}}, {name: c}]")
+    (reset,) = [e for e in _events(tmp_path) if e["type"] == "reset"]
+    assert int(reset["cause"].rsplit("step ", 1)[1].rstrip(")")) <= 2, reset
+    assert len(generated) == len(updated) == 5
+    assert generated == pytest.approx(updated, rel=0, abs=1e-9), "a rollout came from stale engine weights"
