@@ -55,6 +55,27 @@ CHAT_TEMPLATE = (
 PRORL_PHASES = ("gen", "reward", "old_log_prob", "update_actor", "weight_sync")
 
 
+class Gate:
+    """A worker's side of the lockstep protocol: before each step it says ``ready`` and waits for
+    ``go``; after the step it says ``done``. Without file descriptors it never waits."""
+
+    def __init__(self, go_fd: int | None = None, done_fd: int | None = None):
+        self._go = os.fdopen(go_fd, "r") if go_fd is not None else None
+        self._done = os.fdopen(done_fd, "w") if done_fd is not None else None
+
+    def wait_go(self) -> None:
+        if self._go is not None:
+            self._done.write("ready\n")
+            self._done.flush()
+            if self._go.readline().strip() != "go":
+                raise SystemExit("vs_trl: the driver went away")
+
+    def done(self) -> None:
+        if self._done is not None:
+            self._done.write("done\n")
+            self._done.flush()
+
+
 @dataclass(frozen=True)
 class Setting:
     """Everything both arms share."""
@@ -184,10 +205,29 @@ def prorl_config(setting: Setting, **kw: Any):
     return load_config(None, prorl_overrides(setting, **kw), preset=False)
 
 
-def prorl_worker(spec: dict) -> dict:
-    """Run prorl's trainer for ``spec['steps']`` steps; per-step seconds, tokens and phases from metrics.jsonl."""
+def prorl_worker(spec: dict, gate: Gate | None = None) -> dict:
+    """Run prorl's trainer for ``spec['steps']`` steps; per-step seconds, tokens and phases from metrics.jsonl.
+
+    With a ``gate`` each step waits for the driver's go just before it starts (``Actor.set_lr``, right
+    before the loop starts its step clock) and reports done once the step is logged; the trainer's
+    code is untouched, the hooks are wrappers installed in this process only."""
+    from prorl.trainer import loop
     from prorl.trainer.loop import train
     from prorl.trainer.metrics import read_metrics
+
+    if gate is not None:
+        set_lr, log = loop.Actor.set_lr, loop.MetricsLogger.log
+
+        def gated_set_lr(self, lr: float) -> None:
+            gate.wait_go()
+            set_lr(self, lr)
+
+        def gated_log(self, step: int, metrics: dict) -> None:
+            log(self, step, metrics)
+            if "timing_s/step" in metrics:
+                gate.done()
+
+        loop.Actor.set_lr, loop.MetricsLogger.log = gated_set_lr, gated_log
 
     setting = Setting(**spec["setting"])
     run_dir = Path(spec["run_dir"])
@@ -205,7 +245,7 @@ def prorl_worker(spec: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- TRL arm
-def trl_worker(spec: dict) -> dict:
+def trl_worker(spec: dict, gate: Gate | None = None) -> dict:
     """Run TRL's GRPOTrainer (inside the TRL venv) on the same model, prompts, reward and hyper-parameters."""
     import torch
 
@@ -254,12 +294,16 @@ def trl_worker(spec: dict) -> dict:
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):  # generation happens inside the step
+            if gate is not None:
+                gate.wait_go()
             step.update(gen_s=0.0, gen_tokens=0.0, nograd_logp_s=0.0)
             self.t = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - self.t)
             per_step.append(dict(step))
+            if gate is not None:
+                gate.done()
 
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=dataset, processing_class=tok,
                           callbacks=[Timer()])
@@ -310,21 +354,90 @@ def ensure_trl_venv(venv: Path, log=print) -> Path:
 
 
 # ---------------------------------------------------------------------------------------- driver
-def run_arm(arm: str, python: str, spec: dict, workdir: Path) -> dict:
-    """Run one arm in a fresh subprocess; returns its result dict (raises with its stderr tail on failure)."""
-    spec_path, out_path = workdir / f"{arm}-spec.json", workdir / f"{arm}-out.json"
-    spec_path.write_text(json.dumps(spec))
-    out_path.unlink(missing_ok=True)
-    threads = str(spec["setting"]["threads"])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
-           "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "WANDB_DISABLED": "true", "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run([python, str(Path(__file__).resolve()), f"--_worker={arm}", str(spec_path), str(out_path)],
-                       env=env, capture_output=True, text=True, cwd=str(ROOT))
-    if r.returncode != 0 or not out_path.exists():
-        raise RuntimeError(f"{arm} arm failed (exit {r.returncode}):\n{r.stderr[-4000:]}")
-    return json.loads(out_path.read_text())
+class ArmProcess:
+    """One arm in a fresh subprocess. ``lockstep``: it waits for :meth:`step` before each training
+    step (a :class:`Gate` over two pipes), so the driver can interleave the arms step by step."""
+
+    def __init__(self, arm: str, python: str, spec: dict, workdir: Path, *, lockstep: bool):
+        self.arm, self.workdir = arm, workdir
+        spec_path, self.out_path = workdir / f"{arm}-spec.json", workdir / f"{arm}-out.json"
+        spec_path.write_text(json.dumps(spec))
+        self.out_path.unlink(missing_ok=True)
+        threads = str(spec["setting"]["threads"])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+               "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
+               "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "WANDB_DISABLED": "true", "PYTHONWARNINGS": "ignore"}
+        cmd = [python, str(Path(__file__).resolve()), f"--_worker={arm}", str(spec_path), str(self.out_path)]
+        fds: tuple[int, ...] = ()
+        if lockstep:
+            go_r, go_w = os.pipe()
+            done_r, done_w = os.pipe()
+            cmd += [str(go_r), str(done_w)]
+            fds = (go_r, done_w)
+        self.log_path = workdir / f"{arm}.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                                         pass_fds=fds)
+        self.step_s: list[float] = []
+        if lockstep:
+            os.close(go_r)
+            os.close(done_w)
+            self._go, self._done = os.fdopen(go_w, "w"), os.fdopen(done_r, "r")
+
+    def _expect(self, word: str) -> None:
+        line = self._done.readline().strip()
+        if line != word:
+            self.proc.wait()
+            raise RuntimeError(f"{self.arm} arm: expected {word!r}, got {line!r} (exit {self.proc.returncode}):\n"
+                               + self.log_path.read_text()[-4000:])
+
+    def wait_ready(self) -> None:
+        self._expect("ready")
+
+    def step(self) -> float:
+        """Let the worker run one training step; the wall-clock seconds it took (go -> done)."""
+        t = time.perf_counter()
+        self._go.write("go\n")
+        self._go.flush()
+        self._expect("done")
+        self.step_s.append(time.perf_counter() - t)
+        return self.step_s[-1]
+
+    def finish(self) -> dict:
+        """Wait for the worker to exit; its result dict (raises with the log's tail on failure)."""
+        self.proc.wait()
+        if self.proc.returncode != 0 or not self.out_path.exists():
+            raise RuntimeError(f"{self.arm} arm failed (exit {self.proc.returncode}):\n"
+                               + self.log_path.read_text()[-4000:])
+        res = json.loads(self.out_path.read_text())
+        if self.step_s:
+            res["driver_step_s"] = self.step_s
+        return res
+
+
+def run_sequential(arm: str, python: str, spec: dict, workdir: Path) -> dict:
+    """One whole run of one arm, nothing else running."""
+    return ArmProcess(arm, python, spec, workdir, lockstep=False).finish()
+
+
+def run_lockstep(pythons: dict[str, str], specs: dict[str, dict], workdir: Path, steps: int, log=print) -> dict[str, dict]:
+    """Both arms alive, stepping in turn (step i: TRL then prorl for odd i, prorl then TRL for even i):
+    load from the rest of the machine hits both arms alike. Start-up and shut-down never overlap a step."""
+    procs = {a: ArmProcess(a, pythons[a], specs[a], workdir, lockstep=True) for a in specs}
+    for p in procs.values():
+        p.wait_ready()
+    arms = list(procs)
+    results: dict[str, dict] = {}
+    for i in range(steps):
+        for a in (arms if i % 2 == 0 else arms[::-1]):
+            procs[a].step()
+            if i < steps - 1:
+                procs[a].wait_ready()
+            else:
+                results[a] = procs[a].finish()
+        log(f"  step {i + 1}: " + ", ".join(f"{a} {procs[a].step_s[-1]:.2f} s" for a in arms), flush=True)
+    return results
 
 
 def _med(xs: list[float]) -> float:
@@ -345,8 +458,10 @@ def summarise(runs: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=6, help="training steps per run (the median skips step 1)")
-    ap.add_argument("--rounds", type=int, default=2, help="runs per arm, alternating the order")
+    ap.add_argument("--steps", type=int, default=8, help="training steps per run (the median skips step 1)")
+    ap.add_argument("--rounds", type=int, default=1, help="runs per arm")
+    ap.add_argument("--interleave", choices=("step", "run"), default="step",
+                    help="step: both arms alive, one step each in turn; run: whole runs in turn")
     ap.add_argument("--engine", default="hf", choices=("hf", "vllm"), help="prorl's rollout engine")
     ap.add_argument("--prorl-python", default=sys.executable, help="interpreter of prorl's arm (e.g. a venv with vllm)")
     ap.add_argument("--trl-venv", type=Path, default=DEFAULT_TRL_VENV, help="TRL's venv (created when missing)")
@@ -366,14 +481,23 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, list[dict]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as tmp:
         for rnd in range(rounds):
-            for arm in (arms if rnd % 2 == 0 else arms[::-1]):
-                spec = {"setting": dataclasses.asdict(setting), "model_dir": str(model_dir), "data": str(data),
-                        "steps": steps, "engine": args.engine, "run_dir": str(Path(tmp) / f"{arm}-run{rnd}")}
-                t = time.perf_counter()
-                res = run_arm(arm, pythons[arm], spec, Path(tmp))
-                results[arm].append(res)
-                print(f"  round {rnd + 1} {arm:5s}: steps " + " ".join(f"{x:.2f}" for x in res["step_s"])
-                      + f" s  (process {time.perf_counter() - t:.0f} s)", flush=True)
+            specs = {a: {"setting": dataclasses.asdict(setting), "model_dir": str(model_dir), "data": str(data),
+                         "steps": steps, "engine": args.engine, "run_dir": str(Path(tmp) / f"{a}-run{rnd}")}
+                     for a in arms}
+            if args.interleave == "step" and len(arms) == 2:
+                print(f"round {rnd + 1}: both arms step by step, alternating which goes first", flush=True)
+                for a, res in run_lockstep(pythons, specs, Path(tmp), steps).items():
+                    results[a].append(res)
+            else:
+                for arm in (arms if rnd % 2 == 0 else arms[::-1]):
+                    t = time.perf_counter()
+                    res = run_sequential(arm, pythons[arm], specs[arm], Path(tmp))
+                    results[arm].append(res)
+                    print(f"  round {rnd + 1} {arm:5s}: steps " + " ".join(f"{x:.2f}" for x in res["step_s"])
+                          + f" s  (process {time.perf_counter() - t:.0f} s)", flush=True)
+    for a in arms:
+        for i, res in enumerate(results[a]):
+            print(f"{a:5s} run {i + 1} steps (s): " + " ".join(f"{x:.2f}" for x in res["step_s"]))
     report = {a: summarise(results[a]) for a in arms}
     print(f"\n{'arm':6s} {'s/step':>8s} {'runs':>16s} {'gen tok/step':>13s} {'tok/s (step)':>13s} {'tok/s (gen)':>12s}")
     for a in arms:
@@ -397,14 +521,15 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
-def _worker_main(arm: str, spec_path: str, out_path: str) -> None:
+def _worker_main(arm: str, spec_path: str, out_path: str, fds: list[str]) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    res = (trl_worker if arm == "trl" else prorl_worker)(spec)
+    gate = Gate(int(fds[0]), int(fds[1])) if fds else None
+    res = (trl_worker if arm == "trl" else prorl_worker)(spec, gate)
     Path(out_path).write_text(json.dumps(res))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1].startswith("--_worker="):
-        _worker_main(sys.argv[1].split("=", 1)[1], sys.argv[2], sys.argv[3])
+    if len(sys.argv) in (4, 6) and sys.argv[1].startswith("--_worker="):
+        _worker_main(sys.argv[1].split("=", 1)[1], sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
         main()
