@@ -9,16 +9,18 @@ sampling, 2 torch threads per arm. Both arms score with the same function, prorl
 (exact match of the last ``\\boxed{}``).
 
 TRL runs in its own venv (``--trl-venv``, created on first use with the CPU torch 2.13.0 and the pinned
-TRL / transformers below): TRL is never a prorl dependency. Each arm runs in a fresh subprocess, one
-after the other (never concurrently); with ``--rounds R`` the arms alternate (TRL, prorl, prorl, TRL,
-...) so that load from other processes on the machine hits both. Reported: seconds per step (median of
-steps 2..N of every run, pooled), generated tokens per step and per second, prorl's phase breakdown
-(``timing_s/*`` of its ``metrics.jsonl``), TRL's generate / no-grad log-prob time, and the ratio.
+TRL / transformers below): TRL is never a prorl dependency. Each arm is a fresh subprocess. By default
+(``--interleave step``) both are alive but never compute at once: the driver lets TRL run one step,
+then prorl one step, and so on (alternating which goes first), so load from other processes on a
+shared machine hits both arms alike; ``--interleave run`` runs whole runs in turn instead. Reported:
+seconds per step (median of steps 2..N, pooled over ``--rounds``), generated tokens per step and per
+second, prorl's phases (``timing_s/*`` of its ``metrics.jsonl``), TRL's generate and no-grad
+log-prob time (timed by wrappers), and the ratio TRL / prorl.
 
 Usage::
 
-    python benchmarks/vs_trl.py [--steps 6] [--rounds 2] [--engine hf|vllm] [--prorl-python PY]
-                                [--trl-venv DIR] [--quick] [--json OUT]
+    python benchmarks/vs_trl.py [--steps 8] [--rounds 1] [--interleave step|run] [--engine hf|vllm]
+                                [--prorl-python PY] [--trl-venv DIR] [--quick] [--only prorl|trl] [--json OUT]
 """
 
 from __future__ import annotations
@@ -274,6 +276,7 @@ def trl_worker(spec: dict, gate: Gate | None = None) -> dict:
         t = time.perf_counter()
         out = generate(*args, **kwargs)
         step["gen_s"] += time.perf_counter() - t
+        step["torch_threads"] = torch.get_num_threads()  # what generate ran with (the Trainer may change it)
         comp = out[:, kwargs["input_ids"].shape[1]:]
         is_eos = comp == eos
         first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full_like(comp[:, 0], comp.shape[1]))
@@ -296,7 +299,7 @@ def trl_worker(spec: dict, gate: Gate | None = None) -> dict:
         def on_step_begin(self, args, state, control, **kw):  # generation happens inside the step
             if gate is not None:
                 gate.wait_go()
-            step.update(gen_s=0.0, gen_tokens=0.0, nograd_logp_s=0.0)
+            step.update(gen_s=0.0, gen_tokens=0.0, nograd_logp_s=0.0, torch_threads=torch.get_num_threads())
             self.t = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
@@ -326,7 +329,7 @@ def trl_worker(spec: dict, gate: Gate | None = None) -> dict:
 
     return {"step_s": times, "gen_tokens": [p["gen_tokens"] for p in per_step], "gen_s": [p["gen_s"] for p in per_step],
             "phases": {"generate": [p["gen_s"] for p in per_step], "ref_log_prob": [p["nograd_logp_s"] for p in per_step]},
-            "wall_s": wall, "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
+            "torch_threads": [p["torch_threads"] for p in per_step], "wall_s": wall, "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
                                           "torch": torch.__version__}}
 
 
@@ -456,6 +459,34 @@ def summarise(runs: list[dict]) -> dict:
             "phases": phases, "runs_s_per_step": [_med(r["step_s"][1:] or r["step_s"]) for r in runs]}
 
 
+def print_report(results: dict[str, list[dict]], arms: list[str]) -> dict:
+    """Print every step, the pooled medians, the phases and the ratios; return the summary."""
+    for a in arms:
+        for i, res in enumerate(results[a]):
+            print(f"{a:5s} run {i + 1} steps (s): " + " ".join(f"{x:.2f}" for x in res["step_s"]))
+    report: dict[str, Any] = {a: summarise(results[a]) for a in arms}
+    print(f"\n{'arm':6s} {'s/step':>8s} {'gen tok/step':>13s} {'tok/s (step)':>13s} {'tok/s (gen)':>12s}")
+    for a in arms:
+        r = report[a]
+        print(f"{a:6s} {r['s_per_step']:8.2f} {r['tokens_per_step']:13.0f} {r['tokens_per_s']:13.0f}"
+              f" {r['gen_tokens_per_s']:12.0f}")
+    for a in arms:
+        print(f"{a} phases (median s over steps 2..N): "
+              + ", ".join(f"{p} {v:.2f}" for p, v in report[a]["phases"].items())
+              + f", other {report[a]['s_per_step'] - sum(report[a]['phases'].values()):.2f}")
+    if "trl" in arms and results["trl"][0].get("versions"):
+        print("TRL arm: " + ", ".join(f"{k} {v}" for k, v in results["trl"][0]["versions"].items()))
+    if len(arms) == 2:
+        report["ratio_trl_over_prorl"] = ratio = report["trl"]["s_per_step"] / report["prorl"]["s_per_step"]
+        # steps run back to back (lockstep) saw the same load: the median of their per-step ratios
+        pairs = [t / p for rt, rp in zip(results["trl"], results["prorl"])
+                 for t, p in list(zip(rt["step_s"], rp["step_s"]))[1:]]
+        report["paired_ratio_median"] = paired = _med(pairs)
+        print(f"ratio TRL/prorl (median s/step): {ratio:.2f}; median of per-step ratios (steps 2..N): {paired:.2f}"
+              f"  ({'prorl faster' if ratio > 1 else 'TRL faster'})")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=8, help="training steps per run (the median skips step 1)")
@@ -495,26 +526,7 @@ def main(argv: list[str] | None = None) -> dict:
                     results[arm].append(res)
                     print(f"  round {rnd + 1} {arm:5s}: steps " + " ".join(f"{x:.2f}" for x in res["step_s"])
                           + f" s  (process {time.perf_counter() - t:.0f} s)", flush=True)
-    for a in arms:
-        for i, res in enumerate(results[a]):
-            print(f"{a:5s} run {i + 1} steps (s): " + " ".join(f"{x:.2f}" for x in res["step_s"]))
-    report = {a: summarise(results[a]) for a in arms}
-    print(f"\n{'arm':6s} {'s/step':>8s} {'runs':>16s} {'gen tok/step':>13s} {'tok/s (step)':>13s} {'tok/s (gen)':>12s}")
-    for a in arms:
-        r = report[a]
-        runs = ",".join(f"{x:.2f}" for x in r["runs_s_per_step"])
-        print(f"{a:6s} {r['s_per_step']:8.2f} {runs:>16s} {r['tokens_per_step']:13.0f} {r['tokens_per_s']:13.0f}"
-              f" {r['gen_tokens_per_s']:12.0f}")
-    for a in arms:
-        print(f"{a} phases (median s over steps 2..N): "
-              + ", ".join(f"{p} {v:.2f}" for p, v in report[a]["phases"].items())
-              + f", other {report[a]['s_per_step'] - sum(report[a]['phases'].values()):.2f}")
-    if "trl" in report and results["trl"][0].get("versions"):
-        print("TRL arm: " + ", ".join(f"{k} {v}" for k, v in results["trl"][0]["versions"].items()))
-    if len(arms) == 2:
-        ratio = report["trl"]["s_per_step"] / report["prorl"]["s_per_step"]
-        report["ratio_trl_over_prorl"] = ratio
-        print(f"ratio TRL/prorl (s/step): {ratio:.2f}  ({'prorl faster' if ratio > 1 else 'TRL faster'})")
+    report = print_report(results, arms)
     if args.json:
         args.json.write_text(json.dumps({"setting": dataclasses.asdict(setting), "report": report, "raw": results},
                                         indent=1))

@@ -161,6 +161,22 @@ def test_sampling_arguments(temperature, top_p, sample):
     assert call["top_k"] is None  # no hidden top-k=50 default
 
 
+def test_real_sampling_is_not_top_k_truncated():
+    """A near-uniform random policy over ~330 tokens: 256 one-token samples of one prompt must use far
+    more than 50 distinct tokens: the explicit ``top_k=None`` keeps transformers from filling in its
+    global default top_k=50, which would cap them at 50."""
+    from prorl.models.policy import load_policy
+    from prorl.models.tiny import build_model
+
+    _, tok = load_policy(TINY)
+    model = build_model(tok, seed=0)
+    engine = HFRolloutEngine(model, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_batch_size=256)
+    torch.manual_seed(0)
+    [group] = engine.generate([list(tok("What is 3+4?")["input_ids"])], n=256, temperature=1.0, top_p=1.0,
+                              max_new_tokens=1)
+    assert len({c.token_ids[0] for c in group}) > 100
+
+
 def test_greedy_with_several_samples_per_prompt():
     """Greedy (temperature 0) with n > 1, e.g. validation at temperature 0: one greedy sequence per
     prompt, repeated n times in its group (transformers refuses num_return_sequences > 1 greedily)."""
