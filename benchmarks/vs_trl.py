@@ -112,7 +112,6 @@ class Setting:
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
 
 
-# ---------------------------------------------------------------------------------------- assets
 def arithmetic_rows(count: int, seed: int) -> list[dict]:
     """verl-schema rows "What is a+b? Put the final answer in \\boxed{}." (scored by the built-in verifier)."""
     rng = random.Random(seed)
@@ -179,7 +178,6 @@ def build_assets(setting: Setting, cache: Path = CACHE) -> tuple[Path, Path]:
     return model_dir, data
 
 
-# ---------------------------------------------------------------------------------------- prorl arm
 def prorl_overrides(setting: Setting, *, model_dir: Path, data: Path, run_dir: Path, steps: int,
                     engine: str = "hf") -> list[str]:
     """Dotted overrides (over prorl's defaults, not the tiny preset) that make prorl run ``setting``."""
@@ -246,7 +244,6 @@ def prorl_worker(spec: dict, gate: Gate | None = None) -> dict:
             "gen_s": [m["timing_s/gen"] for m in steps], "wall_s": wall}
 
 
-# ---------------------------------------------------------------------------------------- TRL arm
 def trl_worker(spec: dict, gate: Gate | None = None) -> dict:
     """Run TRL's GRPOTrainer (inside the TRL venv) on the same model, prompts, reward and hyper-parameters."""
     import torch
@@ -356,7 +353,6 @@ def ensure_trl_venv(venv: Path, log=print) -> Path:
     return py
 
 
-# ---------------------------------------------------------------------------------------- driver
 class ArmProcess:
     """One arm in a fresh subprocess. ``lockstep``: it waits for :meth:`step` before each training
     step (a :class:`Gate` over two pipes), so the driver can interleave the arms step by step."""
@@ -419,11 +415,6 @@ class ArmProcess:
         return res
 
 
-def run_sequential(arm: str, python: str, spec: dict, workdir: Path) -> dict:
-    """One whole run of one arm, nothing else running."""
-    return ArmProcess(arm, python, spec, workdir, lockstep=False).finish()
-
-
 def run_lockstep(pythons: dict[str, str], specs: dict[str, dict], workdir: Path, steps: int, log=print) -> dict[str, dict]:
     """Both arms alive, stepping in turn (step i: TRL then prorl for odd i, prorl then TRL for even i):
     load from the rest of the machine hits both arms alike. Start-up and shut-down never overlap a step."""
@@ -456,7 +447,7 @@ def summarise(runs: list[dict]) -> dict:
     return {"s_per_step": _med(step_s), "step_s_all": step_s, "tokens_per_step": _med(toks),
             "tokens_per_s": _med([t / s for t, s in zip(toks, step_s)]),
             "gen_tokens_per_s": _med([t / g for t, g in zip(toks, [r["gen_s"][i] for r, i in later]) if g > 0]),
-            "phases": phases, "runs_s_per_step": [_med(r["step_s"][1:] or r["step_s"]) for r in runs]}
+            "phases": phases}
 
 
 def print_report(results: dict[str, list[dict]], arms: list[str]) -> dict:
@@ -522,7 +513,7 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 for arm in (arms if rnd % 2 == 0 else arms[::-1]):
                     t = time.perf_counter()
-                    res = run_sequential(arm, pythons[arm], specs[arm], Path(tmp))
+                    res = ArmProcess(arm, pythons[arm], specs[arm], Path(tmp), lockstep=False).finish()
                     results[arm].append(res)
                     print(f"  round {rnd + 1} {arm:5s}: steps " + " ".join(f"{x:.2f}" for x in res["step_s"])
                           + f" s  (process {time.perf_counter() - t:.0f} s)", flush=True)

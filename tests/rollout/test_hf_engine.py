@@ -239,3 +239,18 @@ def test_real_generate_matches_one_prompt_at_a_time():
             assert comp.truncated is (cut is None)
         saw_cut |= cut is not None
     assert saw_cut
+
+
+def test_static_cache_gives_the_same_greedy_completions():
+    """The opt-in static KV cache changes speed, not results (greedy, left-padded prompts of several lengths)."""
+    from prorl.models.policy import load_policy
+
+    model, tok = load_policy(TINY)
+    prompts = [list(tok(t)["input_ids"]) for t in ("What is 3+4?", "Sort ascending: 9 1 5 3 3", "Hi")]
+    out = {}
+    for cache in (None, "static"):
+        engine = HFRolloutEngine(model, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                 cache_implementation=cache)
+        out[cache] = [[c.token_ids for c in g] for g in engine.generate(prompts, n=2, temperature=0.0, top_p=1.0,
+                                                                         max_new_tokens=12)]
+    assert out[None] == out["static"]
