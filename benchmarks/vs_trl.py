@@ -444,6 +444,8 @@ def summarise(runs: list[dict]) -> dict:
     step_s = [r["step_s"][i] for r, i in later]
     toks = [r["gen_tokens"][i] for r, i in later]
     phases = {p: _med([r["phases"][p][i] for r, i in later]) for p in runs[0]["phases"]}
+    # the rest of each step (medians of parts need not add up to the median of the whole)
+    phases["other"] = _med([r["step_s"][i] - sum(r["phases"][p][i] for p in r["phases"]) for r, i in later])
     return {"s_per_step": _med(step_s), "step_s_all": step_s, "tokens_per_step": _med(toks),
             "tokens_per_s": _med([t / s for t, s in zip(toks, step_s)]),
             "gen_tokens_per_s": _med([t / g for t, g in zip(toks, [r["gen_s"][i] for r, i in later]) if g > 0]),
@@ -463,8 +465,7 @@ def print_report(results: dict[str, list[dict]], arms: list[str]) -> dict:
               f" {r['gen_tokens_per_s']:12.0f}")
     for a in arms:
         print(f"{a} phases (median s over steps 2..N): "
-              + ", ".join(f"{p} {v:.2f}" for p, v in report[a]["phases"].items())
-              + f", other {report[a]['s_per_step'] - sum(report[a]['phases'].values()):.2f}")
+              + ", ".join(f"{p} {v:.2f}" for p, v in report[a]["phases"].items()))
     if "trl" in arms and results["trl"][0].get("versions"):
         print("TRL arm: " + ", ".join(f"{k} {v}" for k, v in results["trl"][0]["versions"].items()))
     if len(arms) == 2:
@@ -474,7 +475,7 @@ def print_report(results: dict[str, list[dict]], arms: list[str]) -> dict:
                  for t, p in list(zip(rt["step_s"], rp["step_s"]))[1:]]
         report["paired_ratio_median"] = paired = _med(pairs)
         print(f"ratio TRL/prorl (median s/step): {ratio:.2f}; median of per-step ratios (steps 2..N): {paired:.2f}"
-              f"  ({'prorl faster' if ratio > 1 else 'TRL faster'})")
+              f"  ({'prorl faster' if min(ratio, paired) > 1 else 'TRL faster' if max(ratio, paired) < 1 else 'inconclusive: the two disagree'})")
     return report
 
 

@@ -81,3 +81,4 @@ def test_summary_skips_the_first_step(vs_trl):
     out = vs_trl.summarise([run, run])
     assert out["s_per_step"] == 3.0 and out["step_s_all"] == [2.0, 4.0, 2.0, 4.0]
     assert out["tokens_per_step"] == 100.0 and out["phases"]["gen"] == 1.0
+    assert out["phases"]["other"] == 2.0  # median of (2 - 1, 4 - 1) per step
