@@ -13,10 +13,15 @@ class HFRolloutEngine:
     """Samples with ``model.generate`` from its own copy of the policy (an unsharded module, so
     ranks can stop at different lengths), refreshed by :meth:`load_weights` after each update."""
 
-    def __init__(self, model, *, eos_token_id: int | Sequence[int], pad_token_id: int, max_batch_size: int = 256):
+    def __init__(self, model, *, eos_token_id: int | Sequence[int], pad_token_id: int, max_batch_size: int = 256,
+                 cache_implementation: str | None = None):
+        """``cache_implementation``: passed to ``generate`` (None = transformers' dynamic KV cache; "static"
+        pre-allocates it, which skips the per-token ``torch.cat`` of every layer's K/V: faster on CPU, at the
+        price of holding the full-length cache from the first token; on CUDA transformers may compile it)."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.model = model
+        self.cache_implementation = cache_implementation
         self.eos_ids = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
         self.pad_token_id = pad_token_id
         self.max_batch_size = max_batch_size
@@ -79,6 +84,7 @@ class HFRolloutEngine:
             max_new_tokens=max_new_tokens,
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.pad_token_id,
+            **({"cache_implementation": self.cache_implementation} if self.cache_implementation else {}),
         )[:, P:]  # [len(prompts) * n, <= max_new_tokens], grouped by prompt (greedy: [len(prompts), ...])
         groups: list[list[Completion]] = []
         rows = seqs.tolist()

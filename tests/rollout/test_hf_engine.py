@@ -161,6 +161,22 @@ def test_sampling_arguments(temperature, top_p, sample):
     assert call["top_k"] is None  # no hidden top-k=50 default
 
 
+def test_real_sampling_is_not_top_k_truncated():
+    """A near-uniform random policy over ~330 tokens: 256 one-token samples of one prompt must use far
+    more than 50 distinct tokens: the explicit ``top_k=None`` keeps transformers from filling in its
+    global default top_k=50, which would cap them at 50."""
+    from prorl.models.policy import load_policy
+    from prorl.models.tiny import build_model
+
+    _, tok = load_policy(TINY)
+    model = build_model(tok, seed=0)
+    engine = HFRolloutEngine(model, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_batch_size=256)
+    torch.manual_seed(0)
+    [group] = engine.generate([list(tok("What is 3+4?")["input_ids"])], n=256, temperature=1.0, top_p=1.0,
+                              max_new_tokens=1)
+    assert len({c.token_ids[0] for c in group}) > 100
+
+
 def test_greedy_with_several_samples_per_prompt():
     """Greedy (temperature 0) with n > 1, e.g. validation at temperature 0: one greedy sequence per
     prompt, repeated n times in its group (transformers refuses num_return_sequences > 1 greedily)."""
@@ -223,3 +239,18 @@ def test_real_generate_matches_one_prompt_at_a_time():
             assert comp.truncated is (cut is None)
         saw_cut |= cut is not None
     assert saw_cut
+
+
+def test_static_cache_gives_the_same_greedy_completions():
+    """The opt-in static KV cache changes speed, not results (greedy, left-padded prompts of several lengths)."""
+    from prorl.models.policy import load_policy
+
+    model, tok = load_policy(TINY)
+    prompts = [list(tok(t)["input_ids"]) for t in ("What is 3+4?", "Sort ascending: 9 1 5 3 3", "Hi")]
+    out = {}
+    for cache in (None, "static"):
+        engine = HFRolloutEngine(model, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                 cache_implementation=cache)
+        out[cache] = [[c.token_ids for c in g] for g in engine.generate(prompts, n=2, temperature=0.0, top_p=1.0,
+                                                                         max_new_tokens=12)]
+    assert out[None] == out["static"]
