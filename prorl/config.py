@@ -64,6 +64,7 @@ class RolloutConfig:
     top_p: float = f(1.0, "nucleus sampling for training rollouts")
     max_response_length: int = f(8192, "max new tokens per response; longer ones are truncated")
     max_batch_size: int = f(256, "sequences per generate call (hf engine)")
+    hf_cache: str = f("dynamic", "hf engine KV cache: dynamic (grows per token) | static (preallocated to the length limit; faster per token on CPU)", choices=("dynamic", "static"))
     gpu_memory_utilization: float = f(0.5, "vllm on GPU: fraction of GPU memory vLLM may take (weights + KV cache); the "
                                       "rest stays for training, which runs in the same process")
     tensor_parallel_size: int = f(1, "vllm: GPUs one engine shards the model over (1 on CPU; > 1 is untested: vLLM then "
@@ -227,7 +228,7 @@ BUILTIN_PRESET = Path(__file__).parent / "configs" / "tiny.yaml"
 # settings a stage may not override: the datasets and the model are loaded once per run
 FIXED_FOR_THE_RUN = {"data.train_files", "data.val_files", "data.builtin_tasks", "data.builtin_train_size",
                      "data.builtin_val_size", "data.max_prompt_length", "data.val_max_prompts", "model.path",
-                     "model.dtype", "trainer.run_dir", "trainer.seed", "rollout.engine",
+                     "model.dtype", "trainer.run_dir", "trainer.seed", "rollout.engine", "rollout.hf_cache",
                      # the vLLM engine is built once per run
                      "rollout.gpu_memory_utilization", "rollout.tensor_parallel_size", "rollout.cpu_kv_cache_gib",
                      "rollout.max_model_len", "rollout.enforce_eager", "rollout.sleep_level"}

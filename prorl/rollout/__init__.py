@@ -29,7 +29,8 @@ def make_engine(rollout: RolloutConfig, model_path: str, *, eos_token_id: int | 
         model, _ = load_policy(path, dtype=dtype, device=device)
         model.requires_grad_(False)
         return HFRolloutEngine(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                               max_batch_size=rollout.max_batch_size)
+                               max_batch_size=rollout.max_batch_size,
+                               cache_implementation=None if rollout.hf_cache == "dynamic" else rollout.hf_cache)
     if rollout.engine == "vllm":
         from prorl.rollout.vllm import VLLMRolloutEngine
 
