@@ -15,6 +15,9 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from prorl.data.chain_tasks import LEVELS as CHAIN_LEVELS
+from prorl.data.chain_tasks import chain_count, chain_problem, task_name, teacher_text
+
 SPLITS = ("train", "val")
 ANSWER_INSTRUCTION = "Put the final answer in \\boxed{}."
 
@@ -60,10 +63,24 @@ def _sort_wrong(answer: str, rng: random.Random) -> str:
     return " ".join(xs)
 
 
+def _chain_gen(level: int) -> Callable[[random.Random], Problem]:
+    def gen(rng: random.Random) -> Problem:
+        return Problem(*chain_problem(level, rng))
+    return gen
+
+
+def _chain_wrong(answer: str, rng: random.Random) -> str:
+    """Answer-only form of the chain teacher's slip (one too high); the step-wise teacher needs the key."""
+    return str(int(answer) + 1)
+
+
 TASKS: dict[str, tuple[Callable[[random.Random], Problem], Callable[[str, random.Random], str]]] = {
     "add": (_add, _add_wrong),
     "sort": (_sort, _sort_wrong),
+    # arithmetic chains with a difficulty knob (prorl/data/chain_tasks.py): chain2 ... chain12
+    **{task_name(k): (_chain_gen(k), _chain_wrong) for k in CHAIN_LEVELS},
 }
+ORIGINAL_TASKS = ("add", "sort")  # the default run's tasks (and the shipped tokenizer's corpus)
 
 
 def format_answer(answer: str) -> str:
@@ -109,7 +126,25 @@ def generate_rows(task: str, size: int, seed: int, split: str) -> list[dict]:
     return [make_row(task, p, split, i) for i, p in enumerate(generate_problems(task, size, seed, split))]
 
 
-def teacher_response(task: str, answer: str, rng: random.Random, correct_prob: float) -> str:
-    """The noisy teacher's response: correct with ``correct_prob``, else its systematic slip."""
+def is_chain(task: str) -> bool:
+    return task.startswith("chain") and task in TASKS
+
+
+def usable_size(task: str, size: int) -> int:
+    """``size``, capped for small chain levels at 80% of the level's training split (chain2 has only
+    10 x 9^2 = 810 distinct problems, about 730 of them in train)."""
+    if is_chain(task):
+        return min(size, int(0.8 * 0.9 * chain_count(int(task[len("chain"):]))))
+    return size
+
+
+def teacher_response(task: str, answer: str, rng: random.Random, correct_prob: float, key: str | None = None) -> str:
+    """The noisy teacher's response: correct with ``correct_prob``, else its systematic slip. Chain
+    tasks need the problem's ``key`` (the expression): they write every step, each step right with
+    ``correct_prob``."""
+    if is_chain(task):
+        if key is None:
+            raise ValueError(f"teacher_response({task!r}) needs the problem's key (the expression)")
+        return teacher_text(key, rng, correct_prob)
     _, wrong = TASKS[task]
     return format_answer(answer if rng.random() < correct_prob else wrong(answer, rng))
