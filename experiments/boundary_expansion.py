@@ -101,12 +101,12 @@ def plot_run_curves(run_dir: Path, out_png: Path, hard: str) -> None:
         pts = [(m["step"], m[key]) for m in metrics if key in m]
         ax.plot([p[0] for p in pts], [p[1] for p in pts])
         ax.set(title=title, xlabel="step")
-    val_keys = sorted({k for m in metrics for k in m if k.startswith("val-core/") and "/acc/mean@" in k},
+    val_keys = sorted({k for m in metrics for k in m if k.startswith("val-core/builtin/") and "/acc/mean@" in k},
                       key=lambda k: int(k.split("/chain")[1].split("/")[0]) if "/chain" in k else 0)
     for key in val_keys:
         pts = [(m["step"], m[key]) for m in metrics if key in m]
         axes[2].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key.split("/")[2])
-    axes[2].set(title=f"held-out accuracy (temperature 0.6); hard level {hard}", xlabel="step", ylim=(0, 1))
+    axes[2].set(title=f"held-out pass@1 (hard level: {hard})", xlabel="step", ylim=(0, 1))
     axes[2].legend(fontsize=7)
     for ax in axes:
         for e in events:
