@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 RECIPE = Path(__file__).resolve().parent / "boundary" / "recipe.yaml"
-EASY = ("chain2", "chain3", "chain4")
-HARD = "chain10"
+EASY = ("chain2", "chain3", "chain4", "chain5")
+HARD = "chain9"
 # the warm start: the noisy step-wise teacher on the easy levels only (see recipe.yaml)
 SFT = {"tasks": EASY, "correct_prob": 0.45, "size_per_task": 6000, "steps": 900, "batch_size": 48, "lr": 3e-3,
        "seed": 0}
@@ -127,7 +127,7 @@ def run_seed(out: Path, seed: int, warm: Path, args: argparse.Namespace, eval_ta
     if args.quick:
         overrides += ["trainer.total_steps=6", "trainer.save_every=3", "validation.every=3", "data.val_max_prompts=4",
                       "data.builtin_train_size=200", "stages=[{name: easy, until_step: 3}, {name: hard, reset_on_enter: true,"
-                      " overrides: {rollout.max_response_length: 96, data.domain_weights: {builtin/chain10: 1.0}}}]"]
+                      " overrides: {rollout.max_response_length: 96, data.domain_weights: {builtin/chain9: 1.0}}}]"]
     cfg = load_config(str(args.recipe), overrides)
     t0 = time.time()
     if not args.eval_only:

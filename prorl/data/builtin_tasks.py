@@ -70,14 +70,16 @@ def _chain_gen(level: int) -> Callable[[random.Random], Problem]:
 
 
 def _chain_wrong(answer: str, rng: random.Random) -> str:
-    """Answer-only form of the chain teacher's slip (one too high); the step-wise teacher needs the key."""
-    return str(int(answer) + 1)
+    """Answer-only form of the chain teacher's slip (the last number one too high); the step-wise
+    teacher needs the key."""
+    xs = answer.split()
+    return " ".join(xs[:-1] + [str(int(xs[-1]) + 1)])
 
 
 TASKS: dict[str, tuple[Callable[[random.Random], Problem], Callable[[str, random.Random], str]]] = {
     "add": (_add, _add_wrong),
     "sort": (_sort, _sort_wrong),
-    # arithmetic chains with a difficulty knob (prorl/data/chain_tasks.py): chain2 ... chain12
+    # counting chains with a difficulty knob (prorl/data/chain_tasks.py): chain2 ... chain9
     **{task_name(k): (_chain_gen(k), _chain_wrong) for k in CHAIN_LEVELS},
 }
 ORIGINAL_TASKS = ("add", "sort")  # the default run's tasks (and the shipped tokenizer's corpus)
@@ -131,8 +133,8 @@ def is_chain(task: str) -> bool:
 
 
 def usable_size(task: str, size: int) -> int:
-    """``size``, capped for small chain levels at 80% of the level's training split (chain2 has only
-    10 x 9^2 = 810 distinct problems, about 730 of them in train)."""
+    """``size``, capped for chain levels at 80% of the level's training split (chain9 has only
+    27 x 27 = 729 distinct problems, about 650 of them in train)."""
     if is_chain(task):
         return min(size, int(0.8 * 0.9 * chain_count(int(task[len("chain"):]))))
     return size
@@ -144,7 +146,7 @@ def teacher_response(task: str, answer: str, rng: random.Random, correct_prob: f
     ``correct_prob``."""
     if is_chain(task):
         if key is None:
-            raise ValueError(f"teacher_response({task!r}) needs the problem's key (the expression)")
+            raise ValueError(f"teacher_response({task!r}) needs the problem's key")
         return teacher_text(key, rng, correct_prob)
     _, wrong = TASKS[task]
     return format_answer(answer if rng.random() < correct_prob else wrong(answer, rng))

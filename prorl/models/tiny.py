@@ -19,17 +19,16 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 def _corpus(seed: int = 0, size: int = 4000, tasks: Sequence[str] | None = None) -> list[str]:
     """Text the tokenizer is trained on: built-in task prompts and answers in the chat format
-    (chain tasks: the worked solution). ``tasks`` defaults to the original two (add, sort), which
+    ``tasks`` defaults to the original two (add, sort), which
     reproduces the shipped tokenizer exactly."""
     from prorl.data.builtin_tasks import ORIGINAL_TASKS, format_answer, generate_problems, is_chain, usable_size
-    from prorl.data.chain_tasks import worked_solution
 
     tasks = tuple(tasks or ORIGINAL_TASKS)
     rng = random.Random(seed)
     lines = []
     for task in tasks:
         for p in generate_problems(task, usable_size(task, size // len(tasks)), seed, "train"):
-            answer = f"{worked_solution(p.key)[0]} {format_answer(p.answer)}" if is_chain(task) else format_answer(p.answer)
+            answer = format_answer(p.answer)
             lines.append(f"user\n{p.question} Put the final answer in \\boxed{{}}.\nassistant\n{answer}")
     lines.append("system\nYou are a helpful assistant. Think step by step. The answer is")
     rng.shuffle(lines)
