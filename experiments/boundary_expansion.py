@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 RECIPE = Path(__file__).resolve().parent / "boundary" / "recipe.yaml"
-EASY = ("chain2", "chain3", "chain4", "chain5")
+EASY = ("chain2", "chain3", "chain4")
 HARD = "chain9"
 # the warm start: the noisy step-wise teacher on the easy levels only (see recipe.yaml)
 SFT = {"tasks": EASY, "correct_prob": 0.45, "size_per_task": 6000, "steps": 900, "batch_size": 48, "lr": 3e-3,
@@ -127,7 +127,7 @@ def run_seed(out: Path, seed: int, warm: Path, args: argparse.Namespace, eval_ta
     if args.quick:
         overrides += ["trainer.total_steps=6", "trainer.save_every=3", "validation.every=3", "data.val_max_prompts=4",
                       "data.builtin_train_size=200", "stages=[{name: easy, until_step: 3}, {name: hard, reset_on_enter: true,"
-                      " overrides: {rollout.max_response_length: 96, data.domain_weights: {builtin/chain9: 1.0}}}]"]
+                      " overrides: {rollout.max_response_length: 48, data.domain_weights: {builtin/chain9: 1.0}}}]"]
     cfg = load_config(str(args.recipe), overrides)
     t0 = time.time()
     if not args.eval_only:
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--easy-prompts", type=int, default=16)
     ap.add_argument("--easy-k", type=int, default=16)
     ap.add_argument("-k", type=int, default=64, help="samples per hard-level prompt (pass@k up to this k)")
-    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny warm start, 6 steps, small evals")
     ap.add_argument("--eval-only", action="store_true", help="re-evaluate and re-plot existing runs in --out")
     ap.add_argument("override", nargs="*", help="extra dotted config overrides for the recipe")
