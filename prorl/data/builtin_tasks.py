@@ -70,10 +70,10 @@ def _chain_gen(level: int) -> Callable[[random.Random], Problem]:
 
 
 def _chain_wrong(answer: str, rng: random.Random) -> str:
-    """Answer-only form of the chain teacher's slip (the last number one too high); the step-wise
+    """Answer-only form of the chain teacher's slip (the last number one too low); the step-wise
     teacher needs the key."""
     xs = answer.split()
-    return " ".join(xs[:-1] + [str(int(xs[-1]) + 1)])
+    return " ".join(xs[:-1] + [str(int(xs[-1]) - 1)])
 
 
 TASKS: dict[str, tuple[Callable[[random.Random], Problem], Callable[[str, random.Random], str]]] = {

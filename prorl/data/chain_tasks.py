@@ -12,10 +12,12 @@ stay below 100.
 
 The noisy teacher (used by ``prorl sft --builtin --tasks chain2 chain3 chain4`` to build a warm start
 on the easy levels) writes each step correctly with probability ``correct_prob`` and otherwise
-makes one *systematic* slip, a number one too high, and carries on from it. A model that copies it
-at ``correct_prob < 0.5`` prefers the slip at every step, so its chance of a correct level-``K``
-answer falls geometrically with ``K``: easy levels are solved within a few samples, the hardest
-essentially never; the skill is there but unreliable.
+makes one *systematic* slip, a number one too low, and counts on from it until the target is
+reached. A model that copies it at ``correct_prob < 0.5`` prefers the slip at every step, so its
+chance of a correct level-``K`` answer falls geometrically with ``K``: easy levels are solved within
+a few samples, the hardest essentially never; the skill is there but unreliable. (Slipped counts
+need more steps to reach the target, so the easy levels' teacher responses run longer than their
+level, up to about 8 numbers: the warm start sees that the target, not a count, ends the list.)
 """
 
 from __future__ import annotations
@@ -63,13 +65,13 @@ def parse_key(key: str) -> tuple[int, int, int]:
 
 def worked_solution(key: str, rng: random.Random | None = None, correct_prob: float = 1.0) -> list[str]:
     """The numbers reached; with ``rng`` each step is right with probability ``correct_prob`` and
-    otherwise one too high (the teacher's systematic slip), and counting goes on from there."""
+    otherwise one too low (the teacher's systematic slip), and counting goes on from there."""
     v, step, target = parse_key(key)
     out = []
     while v < target:
         v += step
         if rng is not None and rng.random() >= correct_prob:
-            v += 1
+            v -= 1
         out.append(str(v))
     return out
 

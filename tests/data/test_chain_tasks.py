@@ -93,9 +93,9 @@ def test_teacher_slips_are_systematic_and_carried_on():
         start, step, target = parse_key(p.key)
         wrong = last_boxed(teacher_response("chain5", p.answer, rng, 0.0, key=p.key)).split()
         assert wrong != p.answer.split()
-        # every step one too high: start + k (step + 1), until the target is reached
-        assert wrong == [str(start + k * (step + 1)) for k in range(1, len(wrong) + 1)]
-        assert int(wrong[-1]) >= target > int(wrong[-2]) if len(wrong) > 1 else int(wrong[-1]) >= target
+        # every step one too low: start + k (step - 1), until the target is reached (so more steps)
+        assert wrong == [str(start + k * (step - 1)) for k in range(1, len(wrong) + 1)]
+        assert int(wrong[-1]) >= target > int(wrong[-2]) and len(wrong) >= 5
     with pytest.raises(ValueError, match="key"):
         teacher_response("chain3", "1 2 3", rng, 0.5)
 
