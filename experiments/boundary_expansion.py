@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny warm start, 6 steps, small evals")
     ap.add_argument("--eval-only", action="store_true", help="re-evaluate and re-plot existing runs in --out")
-    ap.add_argument("override", nargs="*", help="extra dotted config overrides for the recipe")
+    ap.add_argument("--set", nargs="+", default=[], dest="override", metavar="KEY=VALUE",
+                    help="extra dotted config overrides for the recipe, e.g. trainer.max_minutes=20")
     args = ap.parse_args(argv)
     import torch
 

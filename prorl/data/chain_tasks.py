@@ -27,7 +27,7 @@ import re
 
 MIN_LEVEL, MAX_LEVEL = 2, 9
 LEVELS = tuple(range(MIN_LEVEL, MAX_LEVEL + 1))
-START_RANGE = (10, 36)
+START_RANGE = (1, 36)
 MAX_SPAN = 63  # step size x level
 _KEY = re.compile(r"(\d+)\+(\d+)>=(\d+)")
 
