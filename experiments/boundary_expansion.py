@@ -134,8 +134,9 @@ def run_seed(out: Path, seed: int, warm: Path, args: argparse.Namespace, eval_ta
         train(cfg, overwrite=True, log=lambda *a: print(*a, flush=True))
     minutes = (time.time() - t0) / 60
     rows, jsons, labels = [], [base_eval], ["warm start"]
-    for step, path in list_checkpoints(run_dir):
-        if step == 0:
+    cps = list_checkpoints(run_dir)
+    for step, path in cps:
+        if step == 0 or (args.eval_every and step % args.eval_every and step != cps[-1][0]):
             continue
         ej = out / f"seed{seed}" / f"eval_step{step}.json"
         if not ej.exists():
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--easy-k", type=int, default=16)
     ap.add_argument("-k", type=int, default=64, help="samples per hard-level prompt (pass@k up to this k)")
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--eval-every", type=int, default=50, help="evaluate checkpoints at multiples of this step (and the last)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny warm start, 6 steps, small evals")
     ap.add_argument("--eval-only", action="store_true", help="re-evaluate and re-plot existing runs in --out")
     ap.add_argument("--set", nargs="+", default=[], dest="override", metavar="KEY=VALUE",
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     out = Path(args.out)
     if args.quick:
-        args.hard_prompts, args.easy_prompts, args.k, args.easy_k = 4, 4, 8, 4
+        args.hard_prompts, args.easy_prompts, args.k, args.easy_k, args.eval_every = 4, 4, 8, 4, 0
     warm = build_warmstart(Path(args.warmstart) if args.warmstart else out / "warmstart", args.quick)
     eval_tasks = {t: (args.easy_prompts, args.easy_k) for t in EASY if t != args.hard}
     eval_tasks[args.hard] = (args.hard_prompts, args.k)
