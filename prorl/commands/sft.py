@@ -2,6 +2,9 @@
 
 ``prorl sft --builtin -o DIR`` rebuilds the shipped tiny warm start (``prorl/assets/tiny-warmstart``)
 from scratch: tokenizer, model, and fine-tuning on the built-in tasks' noisy teacher.
+``--tasks chain2 chain3 chain4`` builds another warm start the same way on the named tasks (the
+boundary-expansion warm start, ``prorl/assets/chain-warmstart``; the tokenizer is then trained on
+those tasks' text).
 ``prorl sft --model PATH --data rows.jsonl -o DIR`` fine-tunes any HF model on verl-schema rows
 that carry a ``response`` field (the target completion).
 """

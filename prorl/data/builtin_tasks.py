@@ -6,6 +6,10 @@ function of the problem, so the two can never overlap). Every task also has a *n
 only part of the time and otherwise makes a *systematic* mistake (a wrong tens digit, one swapped
 pair). The warm-started model therefore already holds the skill but uses it unreliably, as a
 distilled reasoning model does; RL must learn to prefer the correct behaviour.
+
+Tasks: ``add`` (2-digit addition) and ``sort`` (the default run's), and the counting chains
+``chain2`` ... ``chain9`` (:mod:`prorl.data.chain_tasks`), a family whose difficulty knob is the
+number of steps, for the boundary-expansion experiment.
 """
 
 from __future__ import annotations
