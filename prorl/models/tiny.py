@@ -18,10 +18,9 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def _corpus(seed: int = 0, size: int = 4000, tasks: Sequence[str] | None = None) -> list[str]:
-    """Text the tokenizer is trained on: built-in task prompts and answers in the chat format
-    ``tasks`` defaults to the original two (add, sort), which
-    reproduces the shipped tokenizer exactly."""
-    from prorl.data.builtin_tasks import ORIGINAL_TASKS, format_answer, generate_problems, is_chain, usable_size
+    """Text the tokenizer is trained on: built-in task prompts and answers in the chat format.
+    ``tasks`` defaults to the original two (add, sort), which reproduces the shipped tokenizer."""
+    from prorl.data.builtin_tasks import ORIGINAL_TASKS, format_answer, generate_problems, usable_size
 
     tasks = tuple(tasks or ORIGINAL_TASKS)
     rng = random.Random(seed)

@@ -10,7 +10,7 @@ import pytest
 
 from prorl.config import ConfigError, load_config
 from prorl.data.builtin_tasks import TASKS, generate_problems, generate_rows, teacher_response, usable_size
-from prorl.data.chain_tasks import LEVELS, chain_count, parse_key, teacher_text, worked_solution
+from prorl.data.chain_tasks import LEVELS, chain_count, parse_key, teacher_text
 from prorl.data.dataset import validate_row
 from prorl.verifiers.base import Status, verify_one
 from prorl.verifiers.builtin import last_boxed, verify_builtin
