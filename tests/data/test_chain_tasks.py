@@ -123,3 +123,14 @@ def test_difficulty_raises_response_length():
                                   add_generation_prompt=True)
     ids = ids["input_ids"] if hasattr(ids, "keys") else ids
     assert len(ids) + mean_len[9] + 8 < 256  # fits the tiny model's positions
+
+
+def test_shipped_chain_warmstart_tokenizer_is_rebuilt_exactly():
+    import json
+    from pathlib import Path
+
+    from prorl.models.tiny import build_tokenizer
+
+    shipped = Path(__file__).resolve().parents[2] / "prorl" / "assets" / "chain-warmstart" / "tokenizer.json"
+    rebuilt = json.loads(build_tokenizer(tasks=["chain2", "chain3", "chain4"]).backend_tokenizer.to_str())
+    assert rebuilt["model"] == json.loads(shipped.read_text())["model"]
