@@ -44,7 +44,7 @@ class DataConfig:
     train_files: list[str] = f([], "verl-schema parquet/JSONL training files; empty = built-in tasks")
     val_files: list[str] = f([], "verl-schema validation files; empty = built-in tasks' held-out split")
     builtin_tasks: list[str] = f(["add", "sort"], "built-in tasks used when no files are given")
-    builtin_train_size: int = f(4000, "training problems per built-in task")
+    builtin_train_size: int = f(4000, "training problems per built-in task (small chain levels: at most 80% of their train split)")
     builtin_val_size: int = f(64, "held-out validation problems per built-in task")
     max_prompt_length: int = f(1024, "prompts longer than this (tokens) are dropped at load time (the count is printed)")
     val_max_prompts: int = f(0, "cap on validation prompts per data_source (0 = all)")

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("-o", "--output", required=True, help="output file (.jsonl or .parquet)")
 
     p = sub.add_parser("builtin", help="built-in procedurally generated tasks (CPU runs)")
-    p.add_argument("--task", required=True, help="task name, e.g. add")
+    p.add_argument("--task", required=True, help="task name: add, sort, or a counting-chain level chain2 ... chain9")
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="train")

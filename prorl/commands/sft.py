@@ -2,6 +2,9 @@
 
 ``prorl sft --builtin -o DIR`` rebuilds the shipped tiny warm start (``prorl/assets/tiny-warmstart``)
 from scratch: tokenizer, model, and fine-tuning on the built-in tasks' noisy teacher.
+``--tasks chain2 chain3 chain4`` builds another warm start the same way on the named tasks (the
+boundary-expansion warm start, ``prorl/assets/chain-warmstart``; the tokenizer is then trained on
+those tasks' text).
 ``prorl sft --model PATH --data rows.jsonl -o DIR`` fine-tunes any HF model on verl-schema rows
 that carry a ``response`` field (the target completion).
 """
@@ -20,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--correct-prob", type=float, default=0.3, help="--builtin: how often the noisy teacher is right")
+    p.add_argument("--tasks", nargs="+", default=["add", "sort"],
+                   help="--builtin: the built-in tasks to fine-tune on, e.g. chain2 chain3 chain4 (the easy chain levels)")
+    p.add_argument("--size-per-task", type=int, default=4000, help="--builtin: training problems per task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
@@ -32,7 +38,14 @@ def run(args: argparse.Namespace) -> int:
     if args.builtin:
         from prorl.trainer.sft import build_builtin_warmstart
 
-        out = build_builtin_warmstart(args.output, correct_prob=args.correct_prob, steps=args.steps,
+        from prorl.data.builtin_tasks import TASKS
+
+        unknown = [t for t in args.tasks if t not in TASKS]
+        if unknown:
+            print(f"prorl sft: unknown built-in task(s) {unknown}; available: {', '.join(sorted(TASKS))}")
+            return 2
+        out = build_builtin_warmstart(args.output, tasks=args.tasks, correct_prob=args.correct_prob,
+                                      size_per_task=args.size_per_task, steps=args.steps,
                                       batch_size=args.batch_size, lr=args.lr, seed=args.seed)
         print(f"warm start written to {out}")
         return 0

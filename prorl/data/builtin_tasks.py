@@ -6,6 +6,10 @@ function of the problem, so the two can never overlap). Every task also has a *n
 only part of the time and otherwise makes a *systematic* mistake (a wrong tens digit, one swapped
 pair). The warm-started model therefore already holds the skill but uses it unreliably, as a
 distilled reasoning model does; RL must learn to prefer the correct behaviour.
+
+Tasks: ``add`` (2-digit addition) and ``sort`` (the default run's), and the counting chains
+``chain2`` ... ``chain9`` (:mod:`prorl.data.chain_tasks`), a family whose difficulty knob is the
+number of steps, for the boundary-expansion experiment.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import hashlib
 import random
 from dataclasses import dataclass
 from typing import Callable
+
+from prorl.data.chain_tasks import LEVELS as CHAIN_LEVELS
+from prorl.data.chain_tasks import chain_count, chain_problem, task_name, teacher_text
 
 SPLITS = ("train", "val")
 ANSWER_INSTRUCTION = "Put the final answer in \\boxed{}."
@@ -60,10 +67,26 @@ def _sort_wrong(answer: str, rng: random.Random) -> str:
     return " ".join(xs)
 
 
+def _chain_gen(level: int) -> Callable[[random.Random], Problem]:
+    def gen(rng: random.Random) -> Problem:
+        return Problem(*chain_problem(level, rng))
+    return gen
+
+
+def _chain_wrong(answer: str, rng: random.Random) -> str:
+    """Answer-only form of the chain teacher's slip (the last number one too low); the step-wise
+    teacher needs the key."""
+    xs = answer.split()
+    return " ".join(xs[:-1] + [str(int(xs[-1]) - 1)])
+
+
 TASKS: dict[str, tuple[Callable[[random.Random], Problem], Callable[[str, random.Random], str]]] = {
     "add": (_add, _add_wrong),
     "sort": (_sort, _sort_wrong),
+    # counting chains with a difficulty knob (prorl/data/chain_tasks.py): chain2 ... chain9
+    **{task_name(k): (_chain_gen(k), _chain_wrong) for k in CHAIN_LEVELS},
 }
+ORIGINAL_TASKS = ("add", "sort")  # the default run's tasks (and the shipped tokenizer's corpus)
 
 
 def format_answer(answer: str) -> str:
@@ -109,7 +132,25 @@ def generate_rows(task: str, size: int, seed: int, split: str) -> list[dict]:
     return [make_row(task, p, split, i) for i, p in enumerate(generate_problems(task, size, seed, split))]
 
 
-def teacher_response(task: str, answer: str, rng: random.Random, correct_prob: float) -> str:
-    """The noisy teacher's response: correct with ``correct_prob``, else its systematic slip."""
+def is_chain(task: str) -> bool:
+    return task.startswith("chain") and task in TASKS
+
+
+def usable_size(task: str, size: int) -> int:
+    """``size``, capped for chain levels at 80% of the level's training split (chain9 has only
+    36 x 27 = 972 distinct problems, about 875 of them in train)."""
+    if is_chain(task):
+        return min(size, int(0.8 * 0.9 * chain_count(int(task[len("chain"):]))))
+    return size
+
+
+def teacher_response(task: str, answer: str, rng: random.Random, correct_prob: float, key: str | None = None) -> str:
+    """The noisy teacher's response: correct with ``correct_prob``, else its systematic slip. Chain
+    tasks need the problem's ``key`` (the expression): they write every step, each step right with
+    ``correct_prob``."""
+    if is_chain(task):
+        if key is None:
+            raise ValueError(f"teacher_response({task!r}) needs the problem's key")
+        return teacher_text(key, rng, correct_prob)
     _, wrong = TASKS[task]
     return format_answer(answer if rng.random() < correct_prob else wrong(answer, rng))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Sequence
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -16,22 +17,26 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def _corpus(seed: int = 0, size: int = 4000) -> list[str]:
-    """Text the tokenizer is trained on: built-in task prompts and answers in the chat format."""
-    from prorl.data.builtin_tasks import TASKS, format_answer, generate_problems
+def _corpus(seed: int = 0, size: int = 4000, tasks: Sequence[str] | None = None) -> list[str]:
+    """Text the tokenizer is trained on: built-in task prompts and answers in the chat format.
+    ``tasks`` defaults to the original two (add, sort), which reproduces the shipped tokenizer."""
+    from prorl.data.builtin_tasks import ORIGINAL_TASKS, format_answer, generate_problems, usable_size
 
+    tasks = tuple(tasks or ORIGINAL_TASKS)
     rng = random.Random(seed)
     lines = []
-    for task in TASKS:
-        for p in generate_problems(task, size // len(TASKS), seed, "train"):
-            lines.append(f"user\n{p.question} Put the final answer in \\boxed{{}}.\nassistant\n{format_answer(p.answer)}")
+    for task in tasks:
+        for p in generate_problems(task, usable_size(task, size // len(tasks)), seed, "train"):
+            answer = format_answer(p.answer)
+            lines.append(f"user\n{p.question} Put the final answer in \\boxed{{}}.\nassistant\n{answer}")
     lines.append("system\nYou are a helpful assistant. Think step by step. The answer is")
     rng.shuffle(lines)
     return lines
 
 
-def build_tokenizer(vocab_size: int = 384):
-    """A byte-level BPE tokenizer (digits always split one per token) wrapped as a HF fast tokenizer."""
+def build_tokenizer(vocab_size: int = 384, tasks: Sequence[str] | None = None):
+    """A byte-level BPE tokenizer (digits always split one per token) wrapped as a HF fast tokenizer,
+    trained on the text of the built-in ``tasks`` (default: add and sort, the shipped tokenizer)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -46,7 +51,7 @@ def build_tokenizer(vocab_size: int = 384):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus(tasks=tasks), trainer=trainer)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",

@@ -23,13 +23,13 @@ def resolve_model_path(path: str) -> str:
 def load_dataset_rows(cfg: Config) -> tuple[list[dict], list[dict]]:
     """Validated (train rows, val rows) from files or the built-in tasks. Runs before any model is
     loaded, so a malformed row stops the run at once, naming its file and row."""
-    from prorl.data.builtin_tasks import generate_rows
+    from prorl.data.builtin_tasks import generate_rows, usable_size
 
     if cfg.data.train_files:
         train_rows = load_rows(cfg.data.train_files)
     else:
         train_rows = [r for t in cfg.data.builtin_tasks
-                      for r in generate_rows(t, cfg.data.builtin_train_size, cfg.trainer.seed, "train")]
+                      for r in generate_rows(t, usable_size(t, cfg.data.builtin_train_size), cfg.trainer.seed, "train")]
     if cfg.data.val_files:
         val_rows = load_rows(cfg.data.val_files)
     elif not cfg.data.train_files:

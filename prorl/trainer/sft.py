@@ -81,20 +81,26 @@ def build_builtin_warmstart(
 
     The teacher answers correctly with probability ``correct_prob`` and otherwise makes its
     systematic slip, so the warm start knows the skill but uses it unreliably; see
-    :mod:`prorl.data.builtin_tasks`. Reproducible: same arguments, same checkpoint.
+    :mod:`prorl.data.builtin_tasks` (chain tasks: every step is right with ``correct_prob``). The
+    tokenizer is trained on the text of ``tasks`` too, except for the default (add, sort), which
+    keeps the shipped tokenizer. Reproducible: same arguments, same checkpoint.
     """
-    from prorl.data.builtin_tasks import generate_problems, make_row, teacher_response
+    from prorl.data.builtin_tasks import ORIGINAL_TASKS, generate_problems, make_row, teacher_response, usable_size
     from prorl.models.tiny import build_model, build_tokenizer, save_tiny
 
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(tasks=None if tuple(tasks) == ORIGINAL_TASKS else tasks)
     model = build_model(tokenizer, seed=seed)
     rng = random.Random(seed)
     pairs = []
     for task in tasks:
-        for i, p in enumerate(generate_problems(task, size_per_task, seed, "train")):
-            row = make_row(task, p, "train", i)
-            pairs.append((row["prompt"], teacher_response(task, p.answer, rng, correct_prob)))
+        problems = generate_problems(task, usable_size(task, size_per_task), seed, "train")
+        # small levels (chain2) are drawn several times, each with a fresh teacher response, so the
+        # model learns the teacher's per-step odds rather than one fixed response per problem
+        for _ in range(-(-size_per_task // len(problems))):
+            for i, p in enumerate(problems):
+                row = make_row(task, p, "train", i)
+                pairs.append((row["prompt"], teacher_response(task, p.answer, rng, correct_prob, key=p.key)))
     sft(model, tokenizer, encode_pairs(tokenizer, pairs), steps=steps, batch_size=batch_size, lr=lr,
         seed=seed, progress=progress)
     return save_tiny(model, tokenizer, out_dir)

@@ -29,3 +29,15 @@ def test_sft_command_on_rows_with_responses(tmp_path, capsys):
                  "--batch-size", "4", "--lr", "1e-4"]) == 0
     load_policy(out)
     assert "model written" in capsys.readouterr().out
+
+
+def test_sft_builtin_on_chain_levels_is_reproducible(tmp_path, capsys):
+    args = ["sft", "--builtin", "--tasks", "chain2", "chain3", "--steps", "3", "--batch-size", "8",
+            "--size-per-task", "40", "--correct-prob", "0.45", "--threads", "1"]
+    assert main(args + ["-o", str(tmp_path / "a")]) == 0
+    assert main(args + ["-o", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    model, tok = load_policy(tmp_path / "a")
+    assert tok.tokenize("Count up from") == ["Count", "Ġup", "Ġfrom"]  # the tokenizer learned the chain text
+    assert main(["sft", "--builtin", "--tasks", "chain1", "-o", str(tmp_path / "c")]) == 2
+    assert "unknown built-in task" in capsys.readouterr().out

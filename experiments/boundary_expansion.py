@@ -1,0 +1,216 @@
+"""Boundary expansion in miniature: does prolonged RL make the hardest chain level solvable?
+
+1. builds the warm start (``prorl sft --builtin`` on the easy chain levels only) unless it exists;
+2. evaluates it: pass@k (k = 1..64) on the hard level, pass@1..k on the easy levels;
+3. per seed, trains ``experiments/boundary/recipe.yaml`` (stages with harder levels and longer
+   responses, resets on entering each stage, KL, dynamic sampling) and evaluates every checkpoint
+   the same way;
+4. writes ``OUT/results.json`` and ``OUT/table.md``, pass@k curves per seed drawn by
+   ``prorl plot --passk`` (``OUT/seedS/passk.png``), and response length, entropy and held-out
+   accuracy over the run (``OUT/seedS/run.png``).
+
+Every number comes from real runs of ``prorl.trainer.loop.train`` and ``prorl.trainer.evaluate``.
+
+    python experiments/boundary_expansion.py --out runs/boundary --seeds 0 1 2
+    python experiments/boundary_expansion.py --out runs/boundary_quick --quick   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+RECIPE = Path(__file__).resolve().parent / "boundary" / "recipe.yaml"
+EASY = ("chain2", "chain3", "chain4")
+HARD = "chain9"
+# the warm start: the noisy step-wise teacher on the easy levels only (see recipe.yaml)
+SFT = {"tasks": EASY, "correct_prob": 0.45, "size_per_task": 6000, "steps": 900, "batch_size": 48, "lr": 3e-3,
+       "seed": 0}
+
+
+def build_warmstart(path: Path, quick: bool = False) -> Path:
+    """The warm start at ``path``, built by the same code as ``prorl sft --builtin`` when missing."""
+    if (path / "model.safetensors").exists():
+        return path
+    from prorl.trainer.sft import build_builtin_warmstart
+
+    kw = dict(SFT, steps=30, size_per_task=300) if quick else dict(SFT)
+    print(f"building the warm start in {path} ({kw})", flush=True)
+    return build_builtin_warmstart(path, **kw, progress=False)
+
+
+def eval_model(model: str | Path, tasks: dict[str, tuple[int, int]], out_json: Path, *, max_new_tokens: int,
+               temperature: float = 0.6, top_p: float = 0.95, seed: int = 0) -> dict:
+    """``prorl eval MODEL builtin:TASK ...`` in-process: ``tasks`` maps a task to (prompts, samples);
+    held-out split, the same seed and settings as the command. Writes the command's JSON format."""
+    import torch
+
+    from prorl.data.builtin_tasks import generate_rows
+    from prorl.data.dataset import build_examples
+    from prorl.models.policy import load_policy
+    from prorl.rewards.scorer import RewardScorer
+    from prorl.rollout.hf import HFRolloutEngine
+    from prorl.trainer.evaluate import evaluate
+    from prorl.trainer.setup import resolve_model_path
+
+    policy, tok = load_policy(resolve_model_path(str(model)))
+    engine = HFRolloutEngine(policy, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    results: dict = {}
+    with RewardScorer(num_workers=1, timeout_s=10.0) as scorer:
+        for task, (prompts, k) in tasks.items():
+            torch.manual_seed(seed)
+            examples, _ = build_examples(generate_rows(task, 64, 1234, "val")[:prompts], tok, max_prompt_length=10**9)
+            results |= evaluate(engine, tok, scorer, examples, n=k, temperature=temperature, top_p=top_p,
+                                max_new_tokens=max_new_tokens)
+    results.pop("all", None)
+    out = {"model": str(model), "samples_per_prompt": max(k for _, k in tasks.values()),
+           "temperature": temperature, "top_p": top_p, "results": results}
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(out, indent=1))
+    return results
+
+
+def summary_row(results: dict, hard: str) -> dict:
+    """The numbers the target is about: pass@1 / pass@64 (or the largest k) on the hard level, pass@1 on the easy levels."""
+    h = results[f"builtin/{hard}"]
+    kmax = max(int(k.split("@")[1]) for k in h if k.startswith("pass@"))
+    row = {"hard_pass@1": h["pass@1"], f"hard_pass@{kmax}": h[f"pass@{kmax}"], "hard_len": h["mean_response_length"]}
+    for ds, r in results.items():
+        if ds != f"builtin/{hard}":
+            row[f"{ds.split('/')[1]}_pass@1"] = r["pass@1"]
+    return row
+
+
+def plot_run_curves(run_dir: Path, out_png: Path, hard: str) -> None:
+    """Response length, entropy and held-out accuracy per level over the run, stage changes marked."""
+    from matplotlib.figure import Figure
+
+    from prorl.trainer.metrics import read_metrics
+
+    metrics = read_metrics(run_dir)
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()] \
+        if (run_dir / "events.jsonl").exists() else []
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, key, title in ((axes[0], "response_length/mean", "training response length (tokens)"),
+                           (axes[1], "actor/entropy", "policy entropy")):
+        pts = [(m["step"], m[key]) for m in metrics if key in m]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts])
+        ax.set(title=title, xlabel="step")
+    val_keys = sorted({k for m in metrics for k in m if k.startswith("val-core/builtin/") and "/acc/mean@" in k},
+                      key=lambda k: int(k.split("/chain")[1].split("/")[0]) if "/chain" in k else 0)
+    for key in val_keys:
+        pts = [(m["step"], m[key]) for m in metrics if key in m]
+        axes[2].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key.split("/")[2])
+    axes[2].set(title=f"held-out pass@1 (hard level: {hard})", xlabel="step", ylim=(0, 1))
+    axes[2].legend(fontsize=7)
+    for ax in axes:
+        for e in events:
+            if e.get("type") in ("stage", "reset"):
+                ax.axvline(e["step"], color="red" if e["type"] == "reset" else "gray", ls=":", lw=1)
+    fig.savefig(out_png, dpi=100)
+
+
+def run_seed(out: Path, seed: int, warm: Path, args: argparse.Namespace, eval_tasks: dict, base_eval: Path) -> list[dict]:
+    from prorl import plotting
+    from prorl.config import load_config
+    from prorl.trainer.checkpoint import list_checkpoints
+    from prorl.trainer.loop import train
+
+    run_dir = out / f"seed{seed}" / "run"
+    overrides = [f"model.path={warm}", f"trainer.run_dir={run_dir}", f"trainer.seed={seed}",
+                 "trainer.progress_bar=false", *args.override]
+    if args.quick:
+        overrides += ["trainer.total_steps=6", "trainer.save_every=3", "validation.every=3", "data.val_max_prompts=4",
+                      "data.builtin_train_size=200", "stages=[{name: easy, until_step: 3}, {name: hard, reset_on_enter: true,"
+                      " overrides: {rollout.max_response_length: 48, data.domain_weights: {builtin/chain9: 1.0}}}]"]
+    cfg = load_config(str(args.recipe), overrides)
+    t0 = time.time()
+    if not args.eval_only:
+        train(cfg, overwrite=True, log=lambda *a: print(*a, flush=True))
+    minutes = (time.time() - t0) / 60
+    rows, jsons, labels = [], [base_eval], ["warm start"]
+    cps = list_checkpoints(run_dir)
+    for step, path in cps:
+        if step == 0 or (args.eval_every and step % args.eval_every and step != cps[-1][0]):
+            continue
+        ej = out / f"seed{seed}" / f"eval_step{step}.json"
+        if not ej.exists():
+            eval_model(path, eval_tasks, ej, max_new_tokens=args.max_new_tokens)
+        res = json.loads(ej.read_text())["results"]
+        rows.append({"seed": seed, "step": step, **summary_row(res, args.hard)})
+        jsons.append(ej)
+        labels.append(f"step {step}")
+        print(f"seed {seed} step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items()
+                                                      if isinstance(v, float)), flush=True)
+    if rows:
+        rows[-1]["train_minutes"] = minutes
+    plotting.plot_passk(jsons, out / f"seed{seed}" / "passk.png", labels=labels)
+    plot_run_curves(run_dir, out / f"seed{seed}" / "run.png", args.hard)
+    return rows
+
+
+def table(base: dict, rows: list[dict]) -> str:
+    keys = [k for k in base if k != "hard_len"] + ["hard_len"]
+    lines = ["| seed | step | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys),
+             "| - | warm start | " + " | ".join(f"{base[k]:.3f}" for k in keys) + " |"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['step']} | " + " | ".join(f"{r.get(k, float('nan')):.3f}" for k in keys) + " |")
+    finals = {}
+    for r in rows:
+        finals[r["seed"]] = r
+    if len(finals) > 1:
+        for k in keys:
+            xs = [f[k] for f in finals.values()]
+            lines.append(f"\nlast checkpoint, mean ± sd over {len(xs)} seeds: {k} {statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/boundary")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--recipe", default=str(RECIPE))
+    ap.add_argument("--warmstart", help="warm start directory (default OUT/warmstart, built when missing)")
+    ap.add_argument("--hard", default=HARD, help="the hard level pass@k is measured on")
+    ap.add_argument("--hard-prompts", type=int, default=32)
+    ap.add_argument("--easy-prompts", type=int, default=16)
+    ap.add_argument("--easy-k", type=int, default=16)
+    ap.add_argument("-k", type=int, default=64, help="samples per hard-level prompt (pass@k up to this k)")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--eval-every", type=int, default=50, help="evaluate checkpoints at multiples of this step (and the last)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny warm start, 6 steps, small evals")
+    ap.add_argument("--eval-only", action="store_true", help="re-evaluate and re-plot existing runs in --out")
+    ap.add_argument("--set", nargs="+", default=[], dest="override", metavar="KEY=VALUE",
+                    help="extra dotted config overrides for the recipe, e.g. trainer.max_minutes=20")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    if args.quick:
+        args.hard_prompts, args.easy_prompts, args.k, args.easy_k, args.eval_every = 4, 4, 8, 4, 0
+    warm = build_warmstart(Path(args.warmstart) if args.warmstart else out / "warmstart", args.quick)
+    eval_tasks = {t: (args.easy_prompts, args.easy_k) for t in EASY if t != args.hard}
+    eval_tasks[args.hard] = (args.hard_prompts, args.k)
+    base_eval = out / "eval_warmstart.json"
+    if not base_eval.exists():
+        eval_model(warm, eval_tasks, base_eval, max_new_tokens=args.max_new_tokens)
+    base = summary_row(json.loads(base_eval.read_text())["results"], args.hard)
+    print("warm start: " + ", ".join(f"{k} {v:.3f}" for k, v in base.items()), flush=True)
+    rows = []
+    for seed in args.seeds:
+        rows += run_seed(out, seed, warm, args, eval_tasks, base_eval)
+    md = table(base, rows)
+    (out / "results.json").write_text(json.dumps({"warmstart": base, "checkpoints": rows, "hard": args.hard}, indent=1))
+    (out / "table.md").write_text(md + "\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
