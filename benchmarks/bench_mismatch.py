@@ -30,8 +30,9 @@ def main() -> None:
     from prorl.config import RolloutConfig
     from prorl.data.builtin_tasks import generate_rows
     from prorl.data.dataset import build_examples
+    from prorl.models.policy import BUILTIN_TINY as _BUILTIN_TINY
     from prorl.models.policy import load_policy
-    from prorl.rollout import _BUILTIN_TINY, make_engine
+    from prorl.rollout import make_engine
     from prorl.models.policy import response_logprobs
     from prorl.rollout.base import pad_batch, pad_logprobs
 

@@ -46,8 +46,9 @@ def main() -> None:
     from prorl.config import RolloutConfig
     from prorl.data.builtin_tasks import generate_rows
     from prorl.data.dataset import build_examples
+    from prorl.models.policy import BUILTIN_TINY as _BUILTIN_TINY
     from prorl.models.policy import load_policy
-    from prorl.rollout import _BUILTIN_TINY, make_engine
+    from prorl.rollout import make_engine
 
     model, tok = load_policy(_BUILTIN_TINY)
     rows = generate_rows("add", 64, 0, "val") + generate_rows("sort", 64, 0, "val")

@@ -11,6 +11,14 @@ from pathlib import Path
 import torch
 
 
+BUILTIN_TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny-warmstart"
+
+
+def resolve_model_path(path: str | Path) -> str:
+    """``builtin:tiny`` is the shipped warm start; anything else is a hub name or a directory."""
+    return str(BUILTIN_TINY) if str(path) == "builtin:tiny" else str(path)
+
+
 def load_policy(name_or_path: str | Path, *, dtype: str = "float32", device: str = "cpu"):
     """``(model, tokenizer)`` from a hub name or a local directory (HF format)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

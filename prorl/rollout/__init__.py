@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 from prorl.config import RolloutConfig
 from prorl.rollout.base import RolloutEngine
-
-_BUILTIN_TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny-warmstart"
 
 
 def make_engine(rollout: RolloutConfig, model_path: str, *, eos_token_id: int | Sequence[int], pad_token_id: int,
@@ -21,7 +18,9 @@ def make_engine(rollout: RolloutConfig, model_path: str, *, eos_token_id: int | 
     ``seed`` seeds vLLM's sampling; the hf engine samples from torch's global generator (seeded by
     the trainer). ``device`` is the trainer's device: the engine is colocated there.
     """
-    path = str(_BUILTIN_TINY) if model_path == "builtin:tiny" else str(model_path)
+    from prorl.models.policy import resolve_model_path
+
+    path = resolve_model_path(model_path)
     if rollout.engine == "hf":
         from prorl.models.policy import load_policy
         from prorl.rollout.hf import HFRolloutEngine

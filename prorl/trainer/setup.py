@@ -11,13 +11,9 @@ import yaml
 
 from prorl.config import Config, ConfigError, to_dict
 from prorl.data.dataset import load_rows
+from prorl.models.policy import BUILTIN_TINY, resolve_model_path  # noqa: F401  (the run's model names)
 
-BUILTIN_TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny-warmstart"
 RESET_REQUEST = "RESET_REQUEST"
-
-
-def resolve_model_path(path: str) -> str:
-    return str(BUILTIN_TINY) if path == "builtin:tiny" else path
 
 
 def load_dataset_rows(cfg: Config) -> tuple[list[dict], list[dict]]:
