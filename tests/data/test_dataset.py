@@ -11,7 +11,6 @@ import pytest
 
 from prorl.data.dataset import (
     DataError,
-    Example,
     PromptSampler,
     build_examples,
     encode_prompt,
@@ -19,6 +18,7 @@ from prorl.data.dataset import (
     read_rows,
     validate_row,
 )
+from sampler_examples import examples, ids
 
 REPO = Path(__file__).resolve().parents[2]
 MATH_TRAIN = REPO / ".." / "shared" / "data" / "math_train" / "simplelr_math_level3to5_train.parquet"
@@ -198,17 +198,6 @@ def test_encode_prompt_ends_with_assistant_turn(tokenizer):
 
 
 # --------------------------------------------------------------------------- PromptSampler
-
-def examples(counts: dict[str, int]) -> list[Example]:
-    out = []
-    for src, n in counts.items():
-        out += [Example({"data_source": src, "i": len(out) + k}, [len(out) + k]) for k in range(n)]
-    return out
-
-
-def ids(exs: list[Example]) -> list[int]:
-    return [e.row["i"] for e in exs]
-
 
 def test_sampler_rejects_empty_and_unknown_weights():
     with pytest.raises(DataError):

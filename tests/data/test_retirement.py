@@ -9,17 +9,7 @@ import random
 import pytest
 
 from prorl.data.dataset import AllPromptsRetired, DataError, Example, PromptSampler
-
-
-def examples(counts: dict[str, int]) -> list[Example]:
-    out = []
-    for src, n in counts.items():
-        out += [Example({"data_source": src, "i": len(out) + k}, [len(out) + k]) for k in range(n)]
-    return out
-
-
-def ids(exs: list[Example]) -> list[int]:
-    return [e.row["i"] for e in exs]
+from sampler_examples import examples, ids
 
 
 def test_records_without_retirement_do_not_change_the_stream():
