@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,19 +23,11 @@ from prorl.models.packing import (
     token_budget_micro_batches,
     unpad,
 )
-from prorl.models.policy import entropy_from_logits, load_policy, position_ids_from_mask, response_logprobs
+from prorl.models.policy import entropy_from_logits, position_ids_from_mask, response_logprobs
 from prorl.rollout.base import pad_batch
 
-TINY = Path(__file__).resolve().parents[2] / "prorl" / "assets" / "tiny-warmstart"
 PROMPT_LENS = [3, 40, 7, 25, 12, 5, 30, 2, 9]
 RESPONSE_LENS = [200, 1, 57, 3, 128, 0, 15, 90, 6]  # very different lengths, one empty
-
-
-@pytest.fixture(scope="module")
-def policy():
-    model, tok = load_policy(TINY)
-    model.eval()
-    return model, tok
 
 
 @pytest.fixture(scope="module")

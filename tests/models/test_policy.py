@@ -4,7 +4,6 @@ the tiny model's save/reload round trip (prorl/models/tiny.py)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +16,6 @@ from prorl.models.policy import (
 )
 from prorl.rollout.base import pad_batch
 
-TINY = Path(__file__).resolve().parents[2] / "prorl" / "assets" / "tiny-warmstart"
 QUESTIONS = ["What is 3+4?", "Sort ascending: 9 1 5 3 3", "What is 88+11? Put the final answer in \\boxed{}.", "Hi"]
 RESPONSE_LENGTHS = [5, 1, 7, 3]  # right padding of different amounts
 
@@ -28,13 +26,6 @@ def sequence_logprobs_reference(model, input_ids, attention_mask, response_len, 
                    position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits.float()
     logits = logits[:, -response_len - 1:-1, :] / temperature
     return torch.log_softmax(logits, -1).gather(-1, input_ids[:, -response_len:].unsqueeze(-1)).squeeze(-1)
-
-
-@pytest.fixture(scope="module")
-def policy():
-    model, tok = load_policy(TINY)
-    model.eval()
-    return model, tok
 
 
 @pytest.fixture(scope="module")
