@@ -1,0 +1,39 @@
+"""Experiment 4, automated reset timing (the paper's resets were manual).
+
+prorl's automatic triggers (KL spike, validation degradation, validation plateau; patience scaled
+to an 80-step run) vs a fixed schedule (every 20 steps) vs no resets, on the reset-at-a-plateau
+setting, same seeds and budget. The no-reset arm is the same run as that experiment's, reused.
+Reports how often each trigger fired and at which steps.
+
+    python experiments/plan/reset_timing.py --out runs/plan [--quick]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from common import Arm, Experiment, main
+from reset_plateau import EXPERIMENT as PLATEAU
+from reset_plateau import NONE
+
+AUTO = ["reset.auto=true", "reset.plateau_patience=3", "reset.plateau_min_delta=0.02", "reset.val_patience=2",
+        "reset.min_steps_between_resets=20", "reset.kl_window=10", "reset.kl_min_history=10"]
+
+EXPERIMENT = Experiment(
+    name="reset_timing",
+    title="Automatic reset triggers vs a fixed schedule vs none",
+    setting=PLATEAU.setting,
+    arms={
+        "no resets": Arm([], same_as=(PLATEAU.name, NONE)),
+        "fixed, every 20 steps": Arm(["reset.steps=[20,40,60]"]),
+        "automatic triggers": Arm(AUTO),
+    },
+    steps=PLATEAU.steps,
+    eval_tasks=PLATEAU.eval_tasks,
+    eval_max_new_tokens=PLATEAU.eval_max_new_tokens,
+)
+
+if __name__ == "__main__":
+    from reset_plateau import EXPERIMENT as P
+
+    sys.exit(main([P, EXPERIMENT], doc=__doc__))
