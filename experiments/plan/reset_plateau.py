@@ -30,7 +30,7 @@ EXPERIMENT = Experiment(
         "(c) optimizer only": Arm(["reset.steps=[{plateau}]", "reset.reset_reference=false"], branch=NONE),
         "(d) reference only": Arm(["reset.steps=[{plateau}]", "reset.reset_optimizer=false"], branch=NONE),
     },
-    steps=80,
+    steps=150,
     eval_tasks={"chain6": (32, 16), "chain7": (32, 16), "chain8": (32, 16)},
     eval_max_new_tokens=48,
 )

@@ -1,7 +1,7 @@
 """Experiment 4, automated reset timing (the paper's resets were manual).
 
 prorl's automatic triggers (KL spike, validation degradation, validation plateau; patience scaled
-to an 80-step run) vs a fixed schedule (every 20 steps) vs no resets, on the reset-at-a-plateau
+to a 150-step run) vs a fixed schedule (every 30 steps) vs no resets, on the reset-at-a-plateau
 setting, same seeds and budget. The no-reset arm is the same run as that experiment's, reused.
 Reports how often each trigger fired and at which steps.
 
@@ -25,7 +25,7 @@ EXPERIMENT = Experiment(
     setting=PLATEAU.setting,
     arms={
         "no resets": Arm([], same_as=(PLATEAU.name, NONE)),
-        "fixed, every 20 steps": Arm(["reset.steps=[20,40,60]"]),
+        "fixed, every 30 steps": Arm(["reset.steps=[30,60,90,120]"]),
         "automatic triggers": Arm(AUTO),
     },
     steps=PLATEAU.steps,

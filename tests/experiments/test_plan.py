@@ -26,7 +26,7 @@ def test_plateau_step_finds_the_first_stall_and_falls_back_to_the_midpoint():
 
 
 def test_slug_keeps_arm_directories_apart():
-    names = ["0.2/0.4", "0.4/0.2", "(a) hard reset", "T=0.6", "fixed, every 20 steps"]
+    names = ["0.2/0.4", "0.4/0.2", "(a) hard reset", "T=0.6", "fixed, every 30 steps"]
     assert len({common.slug(n) for n in names}) == len(names)
     assert all("/" not in common.slug(n) and " " not in common.slug(n) for n in names)
 
