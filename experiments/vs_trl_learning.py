@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = evaluate_all(out, arms, tasks, args.eval_max_new_tokens)
     md = table(rows) + "\n\n" + "\n".join(comparison(rows))
     results = {"setting": dataclasses.asdict(setting), "marks": [m["minutes"] for m in arms["prorl"]["marks"]],
-               "eval_tasks": {k: list(v) for k, v in tasks.items()}, "eval_max_new_tokens": args.eval_max_new_tokens, "arms": arms, "rows": rows,
+               "eval_tasks": {k: list(v) for k, v in tasks.items()}, "eval_max_new_tokens": args.eval_max_new_tokens,
+               "arms": arms, "rows": rows,
                "prorl_overrides": prorl_overrides(setting, out / "prorl" / "run")}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "table.md").write_text(md + "\n")
