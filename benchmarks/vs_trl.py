@@ -355,9 +355,11 @@ def ensure_trl_venv(venv: Path, log=print) -> Path:
 
 class ArmProcess:
     """One arm in a fresh subprocess. ``lockstep``: it waits for :meth:`step` before each training
-    step (a :class:`Gate` over two pipes), so the driver can interleave the arms step by step."""
+    step (a :class:`Gate` over two pipes), so the driver can interleave the arms step by step.
+    ``script``: the file whose ``--_worker=ARM SPEC OUT`` runs the arm (default: this one)."""
 
-    def __init__(self, arm: str, python: str, spec: dict, workdir: Path, *, lockstep: bool):
+    def __init__(self, arm: str, python: str, spec: dict, workdir: Path, *, lockstep: bool,
+                 script: Path | None = None):
         self.arm, self.workdir = arm, workdir
         spec_path, self.out_path = workdir / f"{arm}-spec.json", workdir / f"{arm}-out.json"
         spec_path.write_text(json.dumps(spec))
@@ -367,7 +369,7 @@ class ArmProcess:
                "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
                "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                "WANDB_DISABLED": "true", "PYTHONWARNINGS": "ignore"}
-        cmd = [python, str(Path(__file__).resolve()), f"--_worker={arm}", str(spec_path), str(self.out_path)]
+        cmd = [python, str(script or Path(__file__).resolve()), f"--_worker={arm}", str(spec_path), str(self.out_path)]
         fds: tuple[int, ...] = ()
         if lockstep:
             go_r, go_w = os.pipe()

@@ -1,0 +1,49 @@
+"""experiments/vs_trl_learning.py --quick end to end (slow, about a minute on 2 cores): prorl and TRL's
+GRPOTrainer train side by side, both save a policy at each wall-clock mark and every policy is
+evaluated. Needs the TRL venv (``benchmarks/.venv-trl``, which ``python benchmarks/vs_trl.py``
+creates, or the directory named by $PRORL_TRL_VENV); skipped without it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TRL_VENV = Path(os.environ.get("PRORL_TRL_VENV", REPO / "benchmarks" / ".venv-trl"))
+
+
+def _driver():
+    spec = importlib.util.spec_from_file_location("vs_trl_learning", REPO / "experiments" / "vs_trl_learning.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["vs_trl_learning"] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_quick_run_trains_both_arms_and_evaluates_them(tmp_path):
+    if not (TRL_VENV / "bin" / "python").exists():
+        pytest.skip(f"no TRL venv at {TRL_VENV}: create it with `python benchmarks/vs_trl.py` or set PRORL_TRL_VENV")
+    out = tmp_path / "out"
+    _driver().main(["--quick", "--out", str(out), "--trl-venv", str(TRL_VENV)])
+    res = json.loads((out / "results.json").read_text())
+    for arm in ("trl", "prorl"):
+        marks = res["arms"][arm]["marks"]
+        assert [m["minutes"] for m in marks] == [0.2, 0.4], marks
+        assert all(m["steps"] > 0 for m in marks), marks
+        assert marks[0]["steps"] <= marks[1]["steps"] and marks[0]["at_s"] >= 0.2 * 60, marks
+        assert all((Path(m["path"]) / "model.safetensors").exists() for m in marks)
+    rows = res["rows"]
+    assert [(r["arm"], r["minutes"]) for r in rows] == [("warm start", 0.0), ("trl", 0.2), ("trl", 0.4),
+                                                        ("prorl", 0.2), ("prorl", 0.4)]
+    for r in rows:
+        for col in ("chain5 pass@1", "chain5 pass@4", "chain6 pass@1", "chain6 pass@4"):
+            assert 0.0 <= r[col] <= 1.0
+    assert (out / "table.md").read_text().startswith("| arm | minutes | steps |")
+    assert (out / "vs_trl_learning.png").stat().st_size > 0
