@@ -115,6 +115,21 @@ def plot_run_curves(run_dir: Path, out_png: Path, hard: str) -> None:
     fig.savefig(out_png, dpi=100)
 
 
+def ablate(cfg, ablation: str):
+    """The recipe without one ingredient: ``no_resets`` keeps the stages but resets nothing on
+    entering them; ``no_curriculum`` trains on the last stage's levels and length from step 1 (one
+    stage, so no resets either)."""
+    import dataclasses
+
+    from prorl.config import apply_overrides
+
+    if ablation == "no_resets":
+        return dataclasses.replace(cfg, stages=[dataclasses.replace(st, reset_on_enter=False) for st in cfg.stages])
+    if ablation == "no_curriculum":
+        return apply_overrides(dataclasses.replace(cfg, stages=[]), dict(cfg.stages[-1].overrides))
+    return cfg
+
+
 def run_seed(out: Path, seed: int, warm: Path, args: argparse.Namespace, eval_tasks: dict, base_eval: Path) -> list[dict]:
     from prorl import plotting
     from prorl.config import load_config
@@ -128,7 +143,7 @@ def run_seed(out: Path, seed: int, warm: Path, args: argparse.Namespace, eval_ta
         overrides += ["trainer.total_steps=6", "trainer.save_every=3", "validation.every=3", "data.val_max_prompts=4",
                       "data.builtin_train_size=200", "stages=[{name: easy, until_step: 3}, {name: hard, reset_on_enter: true,"
                       " overrides: {rollout.max_response_length: 48, data.domain_weights: {builtin/chain9: 1.0}}}]"]
-    cfg = load_config(str(args.recipe), overrides)
+    cfg = ablate(load_config(str(args.recipe), overrides), args.ablation)
     t0 = time.time()
     if not args.eval_only:
         train(cfg, overwrite=True, log=lambda *a: print(*a, flush=True))
@@ -184,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--eval-every", type=int, default=50, help="evaluate checkpoints at multiples of this step (and the last)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny warm start, 6 steps, small evals")
+    ap.add_argument("--ablation", choices=["none", "no_resets", "no_curriculum"], default="none",
+                    help="the recipe without its resets, or without its staged curriculum (use its own --out)")
     ap.add_argument("--eval-only", action="store_true", help="re-evaluate and re-plot existing runs in --out")
     ap.add_argument("--set", nargs="+", default=[], dest="override", metavar="KEY=VALUE",
                     help="extra dotted config overrides for the recipe, e.g. trainer.max_minutes=20")

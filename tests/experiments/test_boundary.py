@@ -57,3 +57,19 @@ def test_short_run_expands_the_boundary_on_the_hard_level(tmp_path):
     print(json.dumps({"before": before, "after": after}, indent=1))
     assert after["pass@64"] >= before["builtin/chain7"]["pass@64"] + 0.25
     assert after["pass@1"] >= before["builtin/chain7"]["pass@1"] + 0.15
+
+
+def test_ablations_remove_exactly_one_ingredient_of_the_recipe():
+    from prorl.config import load_config
+
+    mod = _driver()
+    recipe = load_config(str(mod.RECIPE))
+    assert any(st.reset_on_enter for st in recipe.stages) and len(recipe.stages) > 1
+    assert mod.ablate(recipe, "none") is recipe
+    no_resets = mod.ablate(recipe, "no_resets")
+    assert [st.reset_on_enter for st in no_resets.stages] == [False] * len(recipe.stages)
+    assert [st.overrides for st in no_resets.stages] == [st.overrides for st in recipe.stages]
+    flat = mod.ablate(recipe, "no_curriculum")  # the last stage's levels and length from step 1
+    assert flat.stages == []
+    assert flat.rollout.max_response_length == recipe.stages[-1].overrides["rollout.max_response_length"]
+    assert flat.data.domain_weights == recipe.stages[-1].overrides["data.domain_weights"]
