@@ -237,9 +237,15 @@ def run_experiments(exps: list[Experiment], out: Path, *, quick: bool, jobs: int
                 queue.append((spec.branch is not None or spec.same_as is not None, (exp, arm, seed, out, quick)))
     queue.sort(key=lambda q: q[0])
     args = [a for _, a in queue]
-    if jobs <= 1:
-        for a in args:
-            _job(a)
+    if jobs <= 1:  # in this process (as the tests do): one thread per run, the caller's count restored after
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            for a in args:
+                run_one(*a)
+        finally:
+            torch.set_num_threads(threads)
     else:
         import multiprocessing as mp
 
