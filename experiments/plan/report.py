@@ -31,7 +31,8 @@ EXTRA = {
                     ("entropy at end", "entropy_end", ".3f"), ("clip fraction (mean)", "clipfrac_mean", ".4f")],
     "clip": [("entropy (mean)", "entropy_mean", ".3f"), ("entropy at end", "entropy_end", ".3f"),
              ("clipped low (mean)", "clipfrac_lower_mean", ".4f"), ("clipped high (mean)", "clipfrac_higher_mean", ".4f")],
-    "reset_plateau": [("plateau / branch step", "plateau_or_branch", ".0f"), ("best val", "val_best", ".3f"),
+    "reset_plateau": [("plateau / branch step", "plateau_or_branch", ".0f"),
+                      ("val after the plateau (mean)", "val_after_plateau", ".3f"), ("best val", "val_best", ".3f"),
                       ("entropy at end", "entropy_end", ".3f")],
     "reset_timing": [("resets", "n_resets", ".1f"), ("best val", "val_best", ".3f"), ("entropy at end", "entropy_end", ".3f")],
     "long_response": [("length at end", "length_end", ".1f"), ("truncated at end", "truncated_end", ".3f"),
@@ -60,6 +61,10 @@ def ms(xs: list[float | None], fmt: str = ".3f") -> str:
 def _value(run: dict, key: str) -> float | None:
     if key == "plateau_or_branch":
         return run.get("branched_at", run.get("plateau_step"))
+    if key == "val_after_plateau":  # mean validation after the plateau step (the branch point)
+        at = run.get("branched_at", run.get("plateau_step"))
+        after = [v for st, v in run["curves"]["val"].items() if int(st) > at]
+        return statistics.mean(after) if after else None
     if key == "n_resets":
         return float(len(run.get("resets", [])))
     return run.get(key)
