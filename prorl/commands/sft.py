@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", default=["add", "sort"],
                    help="--builtin: the built-in tasks to fine-tune on, e.g. chain2 chain3 chain4 (the easy chain levels)")
     p.add_argument("--size-per-task", type=int, default=4000, help="--builtin: training problems per task")
+    p.add_argument("--number-coverage", type=float, default=0.0,
+                   help="--builtin, chain tasks: add this fraction of --size-per-task problems that start above the "
+                        "task's range (numbers up to 99, in no split), so the warm start has written large numbers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
 
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
         out = build_builtin_warmstart(args.output, tasks=args.tasks, correct_prob=args.correct_prob,
                                       size_per_task=args.size_per_task, steps=args.steps,
-                                      batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                                      batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                      number_coverage=args.number_coverage)
         print(f"warm start written to {out}")
         return 0
     if not args.model or not args.data:

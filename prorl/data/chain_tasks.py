@@ -55,6 +55,24 @@ def chain_problem(level: int, rng: random.Random) -> tuple[str, str, str]:
             " ".join(worked_solution(key)), key)
 
 
+def coverage_problem(level: int, rng: random.Random, max_number: int = 99) -> tuple[str, str, str]:
+    """A level-``level`` problem whose start lies *above* ``START_RANGE`` (so it belongs to no split of
+    any chain task) and whose numbers stay <= ``max_number``. A warm start fine-tuned on the easy
+    levels only never writes the large numbers that hard levels reach (start + step x level up to
+    99); a few such easy problems in its fine-tuning data show it those numbers without adding a
+    single training or held-out problem. (question, answer, key) like :func:`chain_problem`."""
+    lo = START_RANGE[1] + 1
+    steps = [s for s in step_sizes(level) if lo + level * s <= max_number]
+    if not steps:
+        raise ValueError(f"no level-{level} chain starts above {START_RANGE[1]} and stays <= {max_number}")
+    step = rng.choice(steps)
+    start = rng.randint(lo, max_number - level * step)
+    target = rng.randint(start + (level - 1) * step + 1, start + level * step)
+    key = f"{start}+{step}>={target}"
+    return (f"Count up from {start} in steps of {step} until you reach {target} or more.",
+            " ".join(worked_solution(key)), key)
+
+
 def parse_key(key: str) -> tuple[int, int, int]:
     """``"23+7>=60"`` -> ``(23, 7, 60)``."""
     m = _KEY.fullmatch(key)

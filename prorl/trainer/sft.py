@@ -76,6 +76,7 @@ def build_builtin_warmstart(
     lr: float = 2e-3,
     seed: int = 0,
     progress: bool = True,
+    number_coverage: float = 0.0,
 ) -> Path:
     """Build the tiny model from scratch and fine-tune it on the noisy teacher of the built-in tasks.
 
@@ -83,9 +84,14 @@ def build_builtin_warmstart(
     systematic slip, so the warm start knows the skill but uses it unreliably; see
     :mod:`prorl.data.builtin_tasks` (chain tasks: every step is right with ``correct_prob``). The
     tokenizer is trained on the text of ``tasks`` too, except for the default (add, sort), which
-    keeps the shipped tokenizer. Reproducible: same arguments, same checkpoint.
+    keeps the shipped tokenizer. ``number_coverage`` > 0 adds, per chain task, that fraction of
+    ``size_per_task`` extra problems starting above the task's range (numbers up to 99; they belong
+    to no split, see :func:`prorl.data.chain_tasks.coverage_problem`). Reproducible: same arguments,
+    same checkpoint.
     """
-    from prorl.data.builtin_tasks import ORIGINAL_TASKS, generate_problems, make_row, teacher_response, usable_size
+    from prorl.data.builtin_tasks import (ORIGINAL_TASKS, Problem, generate_problems, is_chain, make_row,
+                                          teacher_response, usable_size)
+    from prorl.data.chain_tasks import coverage_problem
     from prorl.models.tiny import build_model, build_tokenizer, save_tiny
 
     torch.manual_seed(seed)
@@ -99,6 +105,12 @@ def build_builtin_warmstart(
         # model learns the teacher's per-step odds rather than one fixed response per problem
         for _ in range(-(-size_per_task // len(problems))):
             for i, p in enumerate(problems):
+                row = make_row(task, p, "train", i)
+                pairs.append((row["prompt"], teacher_response(task, p.answer, rng, correct_prob, key=p.key)))
+        if number_coverage > 0 and is_chain(task):
+            level = int(task[len("chain"):])
+            for i in range(int(number_coverage * size_per_task)):
+                p = Problem(*coverage_problem(level, rng))
                 row = make_row(task, p, "train", i)
                 pairs.append((row["prompt"], teacher_response(task, p.answer, rng, correct_prob, key=p.key)))
     sft(model, tokenizer, encode_pairs(tokenizer, pairs), steps=steps, batch_size=batch_size, lr=lr,

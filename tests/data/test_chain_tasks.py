@@ -134,3 +134,20 @@ def test_shipped_chain_warmstart_tokenizer_is_rebuilt_exactly():
     shipped = Path(__file__).resolve().parents[2] / "prorl" / "assets" / "chain-warmstart" / "tokenizer.json"
     rebuilt = json.loads(build_tokenizer(tasks=["chain2", "chain3", "chain4"]).backend_tokenizer.to_str())
     assert rebuilt["model"] == json.loads(shipped.read_text())["model"]
+
+
+@pytest.mark.parametrize("level", [2, 3, 4, 7])
+def test_coverage_problems_reach_large_numbers_outside_every_split(level):
+    from prorl.data.builtin_tasks import generate_problems
+    from prorl.data.chain_tasks import START_RANGE, coverage_problem
+
+    rng = random.Random(level)
+    problems = [coverage_problem(level, rng) for _ in range(300)]
+    split_keys = {p.key for s in ("train", "val") for p in generate_problems(f"chain{level}", 30, 0, s)}
+    for question, answer, key in problems:
+        start, step, target = parse_key(key)
+        numbers = [int(x) for x in answer.split()]
+        assert start > START_RANGE[1] and max(numbers) <= 99
+        assert len(numbers) == level and numbers == solve(question)
+        assert key not in split_keys and f"from {start} in steps of {step}" in question
+    assert max(max(int(x) for x in a.split()) for _, a, _ in problems) >= 90
