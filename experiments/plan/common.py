@@ -165,7 +165,8 @@ def summarise_run(rd: Path) -> dict:
 
 def evaluate_policy(model: Path, eval_tasks: dict[str, tuple[int, int]], out_json: Path, max_new_tokens: int) -> dict:
     """Held-out pass@1 / pass@k of a checkpoint, ``prorl eval``'s settings (temperature 0.6, top-p 0.95)."""
-    sys.path.insert(0, str(HERE.parent))
+    if str(HERE.parent) not in sys.path:  # experiments/boundary_expansion.py is a script, not a package
+        sys.path.insert(0, str(HERE.parent))
     from boundary_expansion import eval_model
 
     res = eval_model(model, eval_tasks, out_json, max_new_tokens=max_new_tokens)
@@ -179,7 +180,7 @@ def run_one(exp: Experiment, arm: str, seed: int, out: Path, quick: bool) -> dic
 
     torch.set_num_threads(1)
     from prorl.config import load_config
-    from prorl.trainer.checkpoint import latest_checkpoint
+    from prorl.trainer.checkpoint import latest_checkpoint, list_checkpoints
     from prorl.trainer.loop import train
 
     base = run_dir(out, exp, arm, seed)
@@ -203,7 +204,8 @@ def run_one(exp: Experiment, arm: str, seed: int, out: Path, quick: bool) -> dic
             time.sleep(5)
         src_summary = json.loads((src / "summary.json").read_text())
         plateau = src_summary["plateau_step"]
-        if latest_checkpoint(rd) is None or (latest_checkpoint(rd) and int(latest_checkpoint(rd).name.split("_")[1]) < plateau):
+        done = list_checkpoints(rd)
+        if not done or done[-1][0] < plateau:  # not yet branched (or interrupted while copying)
             branch_from(src / "run", rd, plateau)
         plateau += 1
     cfg = load_config(None, overrides_for(exp, arm, seed, out, quick, plateau))
