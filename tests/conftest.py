@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import a script that is not part of a package (``benchmarks/*.py``, ``experiments/*.py``) by its
+    path relative to the repository, as module ``name``; registered in ``sys.modules`` because
+    dataclasses look their module up while the class is built."""
+    def load(relative_path: str, name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / relative_path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        return mod
+    return load
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 @pytest.fixture(scope="module")
-def vs_trl():
-    spec = importlib.util.spec_from_file_location("vs_trl", ROOT / "benchmarks" / "vs_trl.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["vs_trl"] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
+def vs_trl(load_script):
+    return load_script("benchmarks/vs_trl.py", "vs_trl")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ reaches chain9; see experiments/RESULTS.md."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -24,16 +23,9 @@ SHORT_STAGES = (
     " builtin/chain9: 1.0}}}]")
 
 
-def _driver():
-    spec = importlib.util.spec_from_file_location("boundary_expansion", REPO / "experiments" / "boundary_expansion.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_short_run_expands_the_boundary_on_the_hard_level(tmp_path):
+def test_short_run_expands_the_boundary_on_the_hard_level(tmp_path, load_script):
     import torch
 
     from prorl.config import load_config
@@ -41,7 +33,7 @@ def test_short_run_expands_the_boundary_on_the_hard_level(tmp_path):
     from prorl.trainer.loop import train
 
     torch.set_num_threads(2)
-    drv = _driver()
+    drv = load_script("experiments/boundary_expansion.py", "boundary_expansion")
     tasks = {"chain7": (16, 64), drv.HARD: (16, 64)}
     before = drv.eval_model(WARM, tasks, tmp_path / "before.json", max_new_tokens=48)
     for level in ("chain7", drv.HARD):  # the warm start essentially never samples a solution
@@ -59,10 +51,10 @@ def test_short_run_expands_the_boundary_on_the_hard_level(tmp_path):
     assert after["pass@1"] >= before["builtin/chain7"]["pass@1"] + 0.15
 
 
-def test_ablations_remove_exactly_one_ingredient_of_the_recipe():
+def test_ablations_remove_exactly_one_ingredient_of_the_recipe(load_script):
     from prorl.config import load_config
 
-    mod = _driver()
+    mod = load_script("experiments/boundary_expansion.py", "boundary_expansion")
     recipe = load_config(str(mod.RECIPE))
     assert any(st.reset_on_enter for st in recipe.stages) and len(recipe.stages) > 1
     assert mod.ablate(recipe, "none") is recipe

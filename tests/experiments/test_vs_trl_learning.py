@@ -5,10 +5,8 @@ creates, or the directory named by $PRORL_TRL_VENV); skipped without it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,21 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 TRL_VENV = Path(os.environ.get("PRORL_TRL_VENV", REPO / "benchmarks" / ".venv-trl"))
 
 
-def _driver():
-    spec = importlib.util.spec_from_file_location("vs_trl_learning", REPO / "experiments" / "vs_trl_learning.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["vs_trl_learning"] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_quick_run_trains_both_arms_and_evaluates_them(tmp_path):
+def test_quick_run_trains_both_arms_and_evaluates_them(tmp_path, load_script):
     if not (TRL_VENV / "bin" / "python").exists():
         pytest.skip(f"no TRL venv at {TRL_VENV}: create it with `python benchmarks/vs_trl.py` or set PRORL_TRL_VENV")
     out = tmp_path / "out"
-    _driver().main(["--quick", "--out", str(out), "--trl-venv", str(TRL_VENV)])
+    load_script("experiments/vs_trl_learning.py", "vs_trl_learning").main(["--quick", "--out", str(out), "--trl-venv", str(TRL_VENV)])
     res = json.loads((out / "results.json").read_text())
     for arm in ("trl", "prorl"):
         marks = res["arms"][arm]["marks"]
