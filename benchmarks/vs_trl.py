@@ -17,9 +17,16 @@ seconds per step (median of steps 2..N, pooled over ``--rounds``), generated tok
 second, prorl's phases (``timing_s/*`` of its ``metrics.jsonl``), TRL's generate and no-grad
 log-prob time (timed by wrappers), and the ratio TRL / prorl.
 
+Precision (``--precision``), the same on both sides: ``fp32`` (the default) computes everything in
+float32 (TRL ``bf16=False``); ``bf16`` is mixed precision with float32 weights and optimizer: TRL's
+own default ``bf16=True`` (autocast in its training forward), prorl ``model.autocast=bfloat16`` plus
+bf16 rollouts (``rollout.dtype=bfloat16``: the engine's copy of the weights is bf16, as vLLM runs on
+GPUs). ``--prorl-set`` adds dotted overrides to prorl's arm only, to measure one change at a time.
+
 Usage::
 
     python benchmarks/vs_trl.py [--steps 8] [--rounds 1] [--interleave step|run] [--engine hf|vllm]
+                                [--precision fp32|bf16] [--prorl-set KEY=VALUE ...]
                                 [--prorl-python PY] [--trl-venv DIR] [--quick] [--only prorl|trl] [--json OUT]
 """
 
@@ -179,7 +186,7 @@ def build_assets(setting: Setting, cache: Path = CACHE) -> tuple[Path, Path]:
 
 
 def prorl_overrides(setting: Setting, *, model_dir: Path, data: Path, run_dir: Path, steps: int,
-                    engine: str = "hf") -> list[str]:
+                    engine: str = "hf", precision: str = "fp32", extra: list[str] | tuple = ()) -> list[str]:
     """Dotted overrides (over prorl's defaults, not the tiny preset) that make prorl run ``setting``."""
     s = setting
     return [
@@ -195,6 +202,8 @@ def prorl_overrides(setting: Setting, *, model_dir: Path, data: Path, run_dir: P
         f"trainer.total_steps={steps}", "trainer.save_every=0", "trainer.max_minutes=0", f"trainer.seed={s.seed}",
         f"trainer.threads={s.threads}", "trainer.tensorboard=false", "trainer.progress_bar=false",
         "trainer.device=cpu", f"trainer.run_dir={run_dir}",
+        *(["model.autocast=bfloat16", "rollout.dtype=bfloat16"] if precision == "bf16" else []),
+        *extra,
     ]
 
 
@@ -232,7 +241,8 @@ def prorl_worker(spec: dict, gate: Gate | None = None) -> dict:
     setting = Setting(**spec["setting"])
     run_dir = Path(spec["run_dir"])
     cfg = prorl_config(setting, model_dir=Path(spec["model_dir"]), data=Path(spec["data"]), run_dir=run_dir,
-                       steps=spec["steps"], engine=spec["engine"])
+                       steps=spec["steps"], engine=spec["engine"], precision=spec.get("precision", "fp32"),
+                       extra=spec.get("prorl_set", []))
     t0 = time.perf_counter()
     train(cfg, overwrite=True, log=lambda *a, **k: None)
     wall = time.perf_counter() - t0
@@ -286,7 +296,8 @@ def trl_worker(spec: dict, gate: Gate | None = None) -> dict:
         gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1, num_generations=s.n,
         max_completion_length=s.max_new_tokens, temperature=s.temperature, top_p=1.0, top_k=0, beta=s.beta,
         epsilon=s.eps_low, epsilon_high=s.eps_high, loss_type="dapo", scale_rewards="group", learning_rate=s.lr,
-        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, seed=s.seed, use_cpu=True, bf16=False,
+        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, seed=s.seed, use_cpu=True,
+        bf16=spec.get("precision", "fp32") == "bf16",
         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
         log_completions=False)
     times: list[float] = []
@@ -488,6 +499,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--interleave", choices=("step", "run"), default="step",
                     help="step: both arms alive, one step each in turn; run: whole runs in turn")
     ap.add_argument("--engine", default="hf", choices=("hf", "vllm"), help="prorl's rollout engine")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                    help="both arms: fp32 everywhere, or bf16 mixed precision (TRL bf16=True; prorl model.autocast and "
+                         "rollout.dtype bfloat16)")
+    ap.add_argument("--prorl-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra dotted override for prorl's arm (repeatable)")
     ap.add_argument("--prorl-python", default=sys.executable, help="interpreter of prorl's arm (e.g. a venv with vllm)")
     ap.add_argument("--trl-venv", type=Path, default=DEFAULT_TRL_VENV, help="TRL's venv (created when missing)")
     ap.add_argument("--quick", action="store_true", help="smoke mode: a tiny model, 2 steps, 1 round")
@@ -502,12 +518,14 @@ def main(argv: list[str] | None = None) -> dict:
         pythons["trl"] = str(ensure_trl_venv(args.trl_venv))
     model_dir, data = build_assets(setting)
     print(f"setting: {json.dumps(dataclasses.asdict(setting))}; steps/run={steps}, rounds={rounds}, "
-          f"prorl engine={args.engine}; model {model_dir}", flush=True)
+          f"prorl engine={args.engine}, precision={args.precision}"
+          + (f", prorl overrides {args.prorl_set}" if args.prorl_set else "") + f"; model {model_dir}", flush=True)
     results: dict[str, list[dict]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as tmp:
         for rnd in range(rounds):
             specs = {a: {"setting": dataclasses.asdict(setting), "model_dir": str(model_dir), "data": str(data),
-                         "steps": steps, "engine": args.engine, "run_dir": str(Path(tmp) / f"{a}-run{rnd}")}
+                         "steps": steps, "engine": args.engine, "precision": args.precision,
+                         "prorl_set": args.prorl_set, "run_dir": str(Path(tmp) / f"{a}-run{rnd}")}
                      for a in arms}
             if args.interleave == "step" and len(arms) == 2:
                 print(f"round {rnd + 1}: both arms step by step, alternating which goes first", flush=True)
@@ -522,7 +540,9 @@ def main(argv: list[str] | None = None) -> dict:
                           + f" s  (process {time.perf_counter() - t:.0f} s)", flush=True)
     report = print_report(results, arms)
     if args.json:
-        args.json.write_text(json.dumps({"setting": dataclasses.asdict(setting), "report": report, "raw": results},
+        args.json.write_text(json.dumps({"setting": dataclasses.asdict(setting), "engine": args.engine,
+                                         "precision": args.precision, "prorl_set": args.prorl_set,
+                                         "report": report, "raw": results},
                                         indent=1))
     return report
 

@@ -37,6 +37,14 @@ class ModelConfig:
     dtype: str = f("float32", "parameter dtype: float32 | bfloat16 | float16", choices=("float32", "bfloat16", "float16"))
     gradient_checkpointing: bool = f(False, "recompute activations in the backward pass to save memory")
     fsdp_mixed_precision: bool = f(True, "under torchrun on GPUs: FSDP2 computes in bf16 and reduces gradients in fp32 (CPU: fp32)")
+    attn_implementation: str = f("auto", "transformers attention kernel of the actor's policy and reference: auto "
+                                         "(transformers' default, sdpa) | sdpa | eager | flash_attention_2 | flex_attention. "
+                                         "With actor.compile on CPU, eager lets inductor fuse the attention (a 1.35x faster "
+                                         "forward + backward measured on a small model); the rollout engines keep their own")
+    autocast: str = f("none", "mixed precision by torch.autocast: the actor's forward passes (policy and reference log-probs, "
+                              "the update) compute in this dtype while weights, gradients and AdamW stay in model.dtype "
+                              "(float32); bfloat16 uses AMX on recent Xeon CPUs and tensor cores on GPUs without FSDP2",
+                      choices=("none", "bfloat16"))
 
 
 @dataclass
@@ -64,6 +72,10 @@ class RolloutConfig:
     top_p: float = f(1.0, "nucleus sampling for training rollouts")
     max_response_length: int = f(8192, "max new tokens per response; longer ones are truncated")
     max_batch_size: int = f(256, "sequences per generate call (hf engine)")
+    dtype: str = f("auto", "the rollout engine's weight dtype: auto (= model.dtype) | float32 | bfloat16 | float16. bf16 "
+                           "rollouts from an fp32 trainer are the usual GPU setup (and use AMX on recent Xeon CPUs); the "
+                           "trainer/engine mismatch this brings is measured (rollout_corr/, vllm) and corrected by "
+                           "algo.rollout_correction", choices=("auto", "float32", "bfloat16", "float16"))
     hf_cache: str = f("dynamic", "hf engine KV cache: dynamic (grows per token) | static (preallocated to the length limit; faster per token on CPU)", choices=("dynamic", "static"))
     gpu_memory_utilization: float = f(0.5, "vllm on GPU: fraction of GPU memory vLLM may take (weights + KV cache); the "
                                       "rest stays for training, which runs in the same process")
@@ -124,6 +136,9 @@ class ActorConfig:
     logprob_chunk_tokens: int = f(2048, "tokens per LM-head chunk when computing log-probs/entropy: at most this many rows of "
                                   "[tokens, vocab] fp32 logits exist at a time, forward and backward (0 = one chunk)")
     fp32_lm_head: bool = f(False, "run the LM head (log-probs/entropy) in fp32 even when the model is bf16/fp16")
+    compile: bool = f(False, "torch.compile each decoder layer of the policy and the reference (inductor; on CPU it needs "
+                             "a C++ compiler): fused element-wise work, 1.5-1.8x faster forward/backward for a small "
+                             "model on CPU after a one-off compile of ~40 s per process (cached on disk)")
 
 
 @dataclass
@@ -228,7 +243,7 @@ BUILTIN_PRESET = Path(__file__).parent / "configs" / "tiny.yaml"
 # settings a stage may not override: the datasets and the model are loaded once per run
 FIXED_FOR_THE_RUN = {"data.train_files", "data.val_files", "data.builtin_tasks", "data.builtin_train_size",
                      "data.builtin_val_size", "data.max_prompt_length", "data.val_max_prompts", "model.path",
-                     "model.dtype", "trainer.run_dir", "trainer.seed", "rollout.engine", "rollout.hf_cache",
+                     "model.dtype", "model.autocast", "model.attn_implementation", "rollout.dtype", "trainer.run_dir", "trainer.seed", "rollout.engine", "rollout.hf_cache",
                      # the vLLM engine is built once per run
                      "rollout.gpu_memory_utilization", "rollout.tensor_parallel_size", "rollout.cpu_kv_cache_gib",
                      "rollout.max_model_len", "rollout.enforce_eager", "rollout.sleep_level"}
@@ -433,6 +448,9 @@ def validate(cfg: Config) -> None:
         (r.max_model_len >= 0, "rollout.max_model_len must be >= 0"),
         (t.cispo_eps_max > 0, "algo.cispo_eps_max must be > 0 (the importance weight is capped at 1 + cispo_eps_max)"),
         (r.max_batch_size >= 1, "rollout.max_batch_size must be >= 1"),
+        (cfg.model.autocast == "none" or cfg.model.dtype == "float32",
+         f"model.autocast={cfg.model.autocast} keeps float32 weights and computes in {cfg.model.autocast}; with "
+         f"model.dtype={cfg.model.dtype} the weights are already low precision: set model.dtype=float32 or model.autocast=none"),
         (a.lr > 0, "actor.lr must be > 0"),
         (len(a.betas) == 2 and all(0 <= b < 1 for b in a.betas), "actor.betas must be two numbers in [0, 1)"),
         (a.train_batch_size >= 1 and a.ppo_mini_batch_size >= 1 and a.micro_batch_size >= 1, "batch sizes must be >= 1"),

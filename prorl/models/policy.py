@@ -19,16 +19,32 @@ def resolve_model_path(path: str | Path) -> str:
     return str(BUILTIN_TINY) if str(path) == "builtin:tiny" else str(path)
 
 
-def load_policy(name_or_path: str | Path, *, dtype: str = "float32", device: str = "cpu"):
-    """``(model, tokenizer)`` from a hub name or a local directory (HF format)."""
+def load_policy(name_or_path: str | Path, *, dtype: str = "float32", device: str = "cpu",
+                attn_implementation: str | None = None):
+    """``(model, tokenizer)`` from a hub name or a local directory (HF format); ``attn_implementation``:
+    transformers' attention kernel (None: its default, sdpa)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype).to(device)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, **kwargs).to(device)
     return model, tokenizer
+
+
+def compile_decoder_layers(model: torch.nn.Module) -> int:
+    """``torch.compile`` every decoder layer in place, as torchtitan does per block: FSDP2's hooks sit
+    between the blocks, and state-dict names do not change. Inductor fuses the element-wise work
+    (norms, rotary, the SiLU gate) that costs as much as the matmuls on a small model on CPU.
+    Dynamic shapes: batch and sequence length vary from step to step. Returns how many were compiled."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None or len(layers) == 0:
+        raise ValueError(f"actor.compile: {type(model).__name__} has no decoder layers at model.layers to compile")
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,14 @@ def make_engine(rollout: RolloutConfig, model_path: str, *, eos_token_id: int | 
     format; ``builtin:tiny`` is the shipped warm start); the trainer then streams its current
     weights in with ``load_weights``.
 
-    ``seed`` seeds vLLM's sampling; the hf engine samples from torch's global generator (seeded by
+    ``dtype`` is the trainer's weight dtype, which the engine uses unless ``rollout.dtype`` names
+    another (weights synced in later are cast to the engine's dtype). ``seed`` seeds vLLM's sampling; the hf engine samples from torch's global generator (seeded by
     the trainer). ``device`` is the trainer's device: the engine is colocated there.
     """
     from prorl.models.policy import resolve_model_path
 
     path = resolve_model_path(model_path)
+    dtype = dtype if rollout.dtype == "auto" else rollout.dtype
     if rollout.engine == "hf":
         from prorl.models.policy import load_policy
         from prorl.rollout.hf import HFRolloutEngine

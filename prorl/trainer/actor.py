@@ -25,7 +25,7 @@ from prorl.algo.rollout_correction import rollout_correction
 from prorl.config import ActorConfig, AlgoConfig, Config
 from prorl.models.packing import (default_row_tokens, pack_padded, pack_sequences, packed_response_logprobs,
                                   token_budget_micro_batches)
-from prorl.models.policy import load_policy, response_logprobs
+from prorl.models.policy import compile_decoder_layers, load_policy, response_logprobs
 from prorl.rollout.base import PaddedBatch
 from prorl.trainer import distributed as D
 
@@ -63,17 +63,23 @@ class Actor:
         self.world = world
         self.cfg = cfg
         dtype = cfg.model.dtype
+        attn = None if cfg.model.attn_implementation == "auto" else cfg.model.attn_implementation
         self.model, self.tokenizer = load_policy(str(checkpoint) if checkpoint else model_path, dtype=dtype,
-                                                 device=world.device)
+                                                 device=world.device, attn_implementation=attn)
         if cfg.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        if cfg.actor.compile:
+            compile_decoder_layers(self.model)
         mixed = cfg.model.fsdp_mixed_precision and world.device.startswith("cuda")
         self.model = D.fsdp_wrap(self.model, world, mixed_precision=mixed)
         self.reference = None
         if needs_reference:
             ref_dir = checkpoint / "reference" if checkpoint is not None and (checkpoint / "reference").exists() else None
-            self.reference, _ = load_policy(str(ref_dir or model_path), dtype=dtype, device=world.device)
+            self.reference, _ = load_policy(str(ref_dir or model_path), dtype=dtype, device=world.device,
+                                            attn_implementation=attn)
             self.reference.requires_grad_(False).eval()
+            if cfg.actor.compile:
+                compile_decoder_layers(self.reference)
             self.reference = D.fsdp_wrap(self.reference, world, mixed_precision=mixed)
         self.optimizer = make_optimizer(self.model, cfg.actor)
         if checkpoint is not None and (checkpoint / "optimizer").exists():
@@ -112,6 +118,17 @@ class Actor:
         """Response log-probs (and entropy) of rows ``idx``: packed without padding when
         ``actor.max_tokens_per_micro_batch`` is set, else the padded layout. ``idx=None``: a dummy
         pass that keeps FSDP collectives in step. # -> ([n, R], [n, R] | None)"""
+        with self._autocast():
+            return self._forward_inner(model, seqs, idx, temperature=temperature, with_entropy=with_entropy)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """``model.autocast``: the forward in bf16 over fp32 weights (the backward follows its dtypes)."""
+        if self.cfg.model.autocast == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.world.device).type, dtype=getattr(torch, self.cfg.model.autocast))
+
+    def _forward_inner(self, model: torch.nn.Module, seqs: PaddedBatch, idx: torch.Tensor | None, *,
+                       temperature: float, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, pad = self.cfg.actor, self.tokenizer.pad_token_id
         if a.max_tokens_per_micro_batch > 0:
             if idx is None:
