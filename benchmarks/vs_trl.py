@@ -23,6 +23,12 @@ own default ``bf16=True`` (autocast in its training forward), prorl ``model.auto
 bf16 rollouts (``rollout.dtype=bfloat16``: the engine's copy of the weights is bf16, as vLLM runs on
 GPUs). ``--prorl-set`` adds dotted overrides to prorl's arm only, to measure one change at a time.
 
+prorl's arm runs with its speed settings (:data:`PRORL_FAST`: per-layer ``torch.compile``, eager
+attention that inductor fuses, the padding-free update, and vLLM's compiled graphs); ``--prorl-plain``
+runs it on its defaults instead. None of them changes what is computed, only how: the same tokens,
+losses and precision. TRL runs on its defaults (no ``torch_compile``). Compilation happens in step 1,
+which the medians skip (its time is printed).
+
 Usage::
 
     python benchmarks/vs_trl.py [--steps 8] [--rounds 1] [--interleave step|run] [--engine hf|vllm]
@@ -62,6 +68,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 PRORL_PHASES = ("gen", "reward", "old_log_prob", "update_actor", "weight_sync")
+# prorl's speed settings for this setting (see the module docstring); measured one at a time in the README
+PRORL_FAST = ("actor.compile=true", "model.attn_implementation=eager", "actor.max_tokens_per_micro_batch=65536")
+PRORL_FAST_VLLM = ("rollout.enforce_eager=false",)
 
 
 class Gate:
@@ -186,7 +195,8 @@ def build_assets(setting: Setting, cache: Path = CACHE) -> tuple[Path, Path]:
 
 
 def prorl_overrides(setting: Setting, *, model_dir: Path, data: Path, run_dir: Path, steps: int,
-                    engine: str = "hf", precision: str = "fp32", extra: list[str] | tuple = ()) -> list[str]:
+                    engine: str = "hf", precision: str = "fp32", fast: bool = False,
+                    extra: list[str] | tuple = ()) -> list[str]:
     """Dotted overrides (over prorl's defaults, not the tiny preset) that make prorl run ``setting``."""
     s = setting
     return [
@@ -203,6 +213,7 @@ def prorl_overrides(setting: Setting, *, model_dir: Path, data: Path, run_dir: P
         f"trainer.threads={s.threads}", "trainer.tensorboard=false", "trainer.progress_bar=false",
         "trainer.device=cpu", f"trainer.run_dir={run_dir}",
         *(["model.autocast=bfloat16", "rollout.dtype=bfloat16"] if precision == "bf16" else []),
+        *((PRORL_FAST + (PRORL_FAST_VLLM if engine == "vllm" else ())) if fast else ()),
         *extra,
     ]
 
@@ -242,7 +253,7 @@ def prorl_worker(spec: dict, gate: Gate | None = None) -> dict:
     run_dir = Path(spec["run_dir"])
     cfg = prorl_config(setting, model_dir=Path(spec["model_dir"]), data=Path(spec["data"]), run_dir=run_dir,
                        steps=spec["steps"], engine=spec["engine"], precision=spec.get("precision", "fp32"),
-                       extra=spec.get("prorl_set", []))
+                       fast=spec.get("fast", False), extra=spec.get("prorl_set", []))
     t0 = time.perf_counter()
     train(cfg, overwrite=True, log=lambda *a, **k: None)
     wall = time.perf_counter() - t0
@@ -502,6 +513,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                     help="both arms: fp32 everywhere, or bf16 mixed precision (TRL bf16=True; prorl model.autocast and "
                          "rollout.dtype bfloat16)")
+    ap.add_argument("--prorl-plain", action="store_true",
+                    help="prorl on its default settings, without PRORL_FAST (compile, eager attention, packing)")
     ap.add_argument("--prorl-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra dotted override for prorl's arm (repeatable)")
     ap.add_argument("--prorl-python", default=sys.executable, help="interpreter of prorl's arm (e.g. a venv with vllm)")
@@ -518,14 +531,15 @@ def main(argv: list[str] | None = None) -> dict:
         pythons["trl"] = str(ensure_trl_venv(args.trl_venv))
     model_dir, data = build_assets(setting)
     print(f"setting: {json.dumps(dataclasses.asdict(setting))}; steps/run={steps}, rounds={rounds}, "
-          f"prorl engine={args.engine}, precision={args.precision}"
+          f"prorl engine={args.engine}, precision={args.precision}, "
+          f"prorl settings={'defaults' if args.prorl_plain else 'fast ' + str(list(PRORL_FAST))}"
           + (f", prorl overrides {args.prorl_set}" if args.prorl_set else "") + f"; model {model_dir}", flush=True)
     results: dict[str, list[dict]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as tmp:
         for rnd in range(rounds):
             specs = {a: {"setting": dataclasses.asdict(setting), "model_dir": str(model_dir), "data": str(data),
                          "steps": steps, "engine": args.engine, "precision": args.precision,
-                         "prorl_set": args.prorl_set, "run_dir": str(Path(tmp) / f"{a}-run{rnd}")}
+                         "fast": not args.prorl_plain, "prorl_set": args.prorl_set, "run_dir": str(Path(tmp) / f"{a}-run{rnd}")}
                      for a in arms}
             if args.interleave == "step" and len(arms) == 2:
                 print(f"round {rnd + 1}: both arms step by step, alternating which goes first", flush=True)
@@ -541,8 +555,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = print_report(results, arms)
     if args.json:
         args.json.write_text(json.dumps({"setting": dataclasses.asdict(setting), "engine": args.engine,
-                                         "precision": args.precision, "prorl_set": args.prorl_set,
-                                         "report": report, "raw": results},
+                                         "precision": args.precision, "prorl_fast": not args.prorl_plain,
+                                         "prorl_set": args.prorl_set, "report": report, "raw": results},
                                         indent=1))
     return report
 

@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", choices=("hf", "vllm"), default="hf",
                    help="rollout engine, as rollout.engine (vllm: `bash scripts/install.sh --vllm`)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="the engine's weight dtype (bfloat16: faster on GPUs and AMX CPUs)")
     p.add_argument("-o", "--output", help="JSON results file (default: print only)")
 
 
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     examples, dropped = build_examples(rows, tok, max_prompt_length=10**9)
     engine = make_engine(RolloutConfig(engine=args.engine), path, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                         dtype="float32", seed=args.seed, device=device)
+                         dtype=args.dtype, seed=args.seed, device=device)
     with RewardScorer(num_workers=args.workers, timeout_s=args.timeout) as scorer:
         results = evaluate(engine, tok, scorer, examples, n=args.samples, temperature=args.temperature,
                            top_p=args.top_p, max_new_tokens=args.max_new_tokens, progress=True)

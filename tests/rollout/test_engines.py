@@ -69,3 +69,19 @@ def test_missing_vllm_names_the_install_command(trainer_model, monkeypatch):
     with pytest.raises(ImportError, match=r"bash scripts/install.sh --vllm"):
         make_engine(RolloutConfig(engine="vllm"), str(TINY), eos_token_id=tok.eos_token_id,
                     pad_token_id=tok.pad_token_id, dtype="float32", seed=0, device="cpu")
+
+
+def test_rollout_dtype_gives_the_engine_its_own_precision(trainer_model):
+    """rollout.dtype=bfloat16: the engine's copy is bf16 while the trainer stays fp32, and fp32
+    weights synced in are cast to it; auto follows the trainer's dtype."""
+    model, tok = trainer_model
+    kw = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, dtype="float32", seed=0, device="cpu")
+    auto = make_engine(RolloutConfig(engine="hf"), "builtin:tiny", **kw)
+    bf16 = make_engine(RolloutConfig(engine="hf", dtype="bfloat16"), "builtin:tiny", **kw)
+    assert {p.dtype for p in auto.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    bf16.load_weights(model.named_parameters())
+    ours = dict(bf16.model.named_parameters())
+    assert all(torch.equal(ours[k], p.detach().to(torch.bfloat16)) for k, p in model.named_parameters())
+    out = bf16.generate([[5, 6, 7]], n=2, temperature=1.0, top_p=1.0, max_new_tokens=4)
+    assert len(out[0]) == 2 and all(len(c.token_ids) <= 4 for c in out[0])

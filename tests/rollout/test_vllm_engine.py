@@ -232,3 +232,23 @@ def test_eval_command_with_the_vllm_engine(tmp_path):
                  "--engine", "vllm", "-o", str(out)]) == 0
     res = json.loads(out.read_text())["results"]["builtin/add"]
     assert res["num_prompts"] == 8 and 0.0 < res["pass@1"] < 1.0  # the warm start is right sometimes
+
+
+def test_bf16_engine_takes_the_fp32_trainers_weights(policy, prompts):
+    """rollout.dtype=bfloat16 from an fp32 trainer (the usual GPU setup): the synced engine samples
+    the trainer's policy up to bf16 rounding, the mismatch algo.rollout_correction is for."""
+    model, tok = policy
+    bf16 = make_engine(vllm_cfg(dtype="bfloat16"), str(TINY), eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id, dtype="float32", seed=0, device="cpu")
+    changed = perturbed_copy()
+    bf16.load_weights(changed.named_parameters())
+    groups = bf16.generate(prompts, n=4, temperature=1.2, top_p=1.0, max_new_tokens=12)
+    ours, theirs = trainer_logprobs(changed, prompts, groups, 1.2)
+    synced = (ours - theirs).abs()
+    stale, _ = trainer_logprobs(model, prompts, groups, 1.2)
+    unsynced = (stale - theirs).abs()
+    print(f"bf16 engine vs fp32 trainer: mean |logp diff| {synced.mean():.2e} (max {synced.max():.2e}); "
+          f"against the unsynced policy {unsynced.mean():.2e}")
+    assert TOL < synced.max() < 0.5 and synced.mean() < 0.05  # bf16 rounding, not the fp32 match
+    assert unsynced.mean() > 5 * synced.mean()  # the engine follows the synced weights
+    del bf16
