@@ -8,7 +8,11 @@ to ``T`` tokens (the long-response case). Default: 16:8:16 and 16:8:128:random. 
 over ``--repeats`` calls after one warm-up call, generated tokens per second and the ratio.
 Engines not installed are reported and skipped.
 
+``--dtype`` is the engines' weight dtype (``rollout.dtype``; bfloat16 uses AMX on recent Xeons) and
+``--compiled`` builds vLLM with ``rollout.enforce_eager=false`` (its torch.compile'd graphs).
+
 Usage: python benchmarks/bench_rollout.py [--repeats 5] [--threads 2] [--settings 16:8:16 16:8:128:random]
+                                          [--dtype float32|bfloat16] [--compiled]
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--settings", nargs="+", default=["16:8:16", "16:8:128:random"], help="PROMPTS:N:MAX_NEW_TOKENS[:random]")
     ap.add_argument("--engines", nargs="+", default=["vllm", "hf"], choices=["vllm", "hf"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the engines' weight dtype")
+    ap.add_argument("--compiled", action="store_true", help="vLLM with enforce_eager=false (compiled graphs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -70,8 +76,8 @@ def main() -> None:
             t0 = time.perf_counter()
             try:
                 engines[name, random_init] = make_engine(
-                    RolloutConfig(engine=name, max_batch_size=256, cpu_kv_cache_gib=0.5,
-                                  max_model_len=max_len if name == "vllm" else 0),
+                    RolloutConfig(engine=name, max_batch_size=256, cpu_kv_cache_gib=0.5, dtype=args.dtype,
+                                  enforce_eager=not args.compiled, max_model_len=max_len if name == "vllm" else 0),
                     paths[random_init], eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                     dtype="float32", seed=0, device="cpu")
                 print(f"{name}: engine built in {time.perf_counter() - t0:.1f} s")
@@ -90,6 +96,7 @@ def main() -> None:
             if eng is not None:
                 res[name] = time_engine(eng, prompts, n, t, args.repeats)
         rows_out.append((f"{p}x{n}x{t}" + (" random" if random_init else ""), res))
+    print(f"dtype {args.dtype}, vLLM {'compiled' if args.compiled else 'eager'}, {args.threads} threads")
     print(f"{'setting':<18s} {'engine':<6s} {'s/call':>8s} {'tokens':>7s} {'tok/s':>8s}")
     for label, res in rows_out:
         for name, (sec, toks) in res.items():
