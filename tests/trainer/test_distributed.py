@@ -111,3 +111,19 @@ def test_resume_across_process_counts_and_reset_request_reaches_every_rank(tmp_p
     dcp_to_torch_save(tmp_path / "checkpoints" / "step_5" / "optimizer", tmp_path / "opt.pt")
     steps = {int(s["step"]) for s in torch.load(tmp_path / "opt.pt", weights_only=False)["optim"]["state"].values()}
     assert steps == {3}, "AdamW restarted at the reset (step 3) and carried on across 2 -> 1 processes"
+
+
+@pytest.mark.slow
+def test_compiled_layers_under_fsdp2_match_eager(tmp_path):
+    """actor.compile under torchrun + FSDP2 (compiled per decoder layer, then sharded): the same
+    losses and gradient norms as the eager 2-process run, step by step."""
+    common = ("validation.every=0", "trainer.save_every=0", "trainer.total_steps=3", "actor.max_tokens_per_micro_batch=256")
+    run(prorl_train(tmp_path / "eager", 2, *common))
+    run(prorl_train(tmp_path / "compiled", 2, *common, "actor.compile=true"))
+    keys = ("actor/pg_loss", "actor/grad_norm", "actor/entropy", "critic/score/mean")
+    eager, compiled = ([{k: m[k] for k in keys} for m in read_metrics(tmp_path / d) if "actor/pg_loss" in m]
+                       for d in ("eager", "compiled"))
+    assert len(eager) == len(compiled) == 3
+    for a, b in zip(eager, compiled):
+        for k in keys:
+            assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), k
