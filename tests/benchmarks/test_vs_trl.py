@@ -56,6 +56,24 @@ def test_prorl_config_matches_the_setting(vs_trl, quick_assets, tmp_path):
     assert cfg.validation.every == 0 and cfg.trainer.threads == 2 and cfg.trainer.total_steps == 5
 
 
+def test_precision_and_speed_settings_reach_prorls_config(vs_trl, quick_assets, tmp_path):
+    """--precision bf16 is mixed precision (fp32 weights, bf16 math and rollouts); the fast settings
+    change only how prorl computes; --prorl-plain leaves prorl's defaults; --prorl-set wins last."""
+    s, (model_dir, data) = vs_trl.Setting(), quick_assets
+    kw = dict(model_dir=model_dir, data=data, run_dir=tmp_path, steps=5)
+    plain = vs_trl.prorl_config(s, engine="vllm", **kw)
+    assert (plain.model.autocast, plain.rollout.dtype, plain.actor.compile, plain.rollout.enforce_eager) == \
+        ("none", "auto", False, True)
+    fast = vs_trl.prorl_config(s, engine="vllm", precision="bf16", fast=True, extra=["actor.compile=false"], **kw)
+    assert (fast.model.dtype, fast.model.autocast, fast.rollout.dtype) == ("float32", "bfloat16", "bfloat16")
+    assert fast.model.attn_implementation == "eager" and fast.actor.max_tokens_per_micro_batch > 0
+    assert not fast.rollout.enforce_eager and not fast.actor.compile  # the extra override came last
+    hf = vs_trl.prorl_config(s, engine="hf", fast=True, **kw)
+    assert hf.actor.compile and hf.rollout.enforce_eager  # enforce_eager is vLLM's; the hf arm keeps the default
+    for cfg in (plain, fast, hf):  # the setting itself is untouched
+        assert (cfg.rollout.n, cfg.rollout.max_response_length, cfg.algo.kl_coef) == (16, 128, 1e-4)
+
+
 def test_prorl_arm_one_step(vs_trl, quick_assets, tmp_path):
     model_dir, data = quick_assets
     s = vs_trl.Setting.quick()
