@@ -243,7 +243,8 @@ BUILTIN_PRESET = Path(__file__).parent / "configs" / "tiny.yaml"
 # settings a stage may not override: the datasets and the model are loaded once per run
 FIXED_FOR_THE_RUN = {"data.train_files", "data.val_files", "data.builtin_tasks", "data.builtin_train_size",
                      "data.builtin_val_size", "data.max_prompt_length", "data.val_max_prompts", "model.path",
-                     "model.dtype", "model.autocast", "model.attn_implementation", "rollout.dtype", "trainer.run_dir", "trainer.seed", "rollout.engine", "rollout.hf_cache",
+                     "model.dtype", "model.autocast", "model.attn_implementation", "rollout.dtype",
+                     "trainer.run_dir", "trainer.seed", "rollout.engine", "rollout.hf_cache",
                      # the vLLM engine is built once per run
                      "rollout.gpu_memory_utilization", "rollout.tensor_parallel_size", "rollout.cpu_kv_cache_gib",
                      "rollout.max_model_len", "rollout.enforce_eager", "rollout.sleep_level"}
