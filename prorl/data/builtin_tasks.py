@@ -136,11 +136,16 @@ def is_chain(task: str) -> bool:
     return task.startswith("chain") and task in TASKS
 
 
+def chain_level(task: str) -> int:
+    """The level of a chain task: ``"chain7"`` -> 7."""
+    return int(task[len("chain"):])
+
+
 def usable_size(task: str, size: int) -> int:
     """``size``, capped for chain levels at 80% of the level's training split (chain9 has only
     36 x 27 = 972 distinct problems, about 875 of them in train)."""
     if is_chain(task):
-        return min(size, int(0.8 * 0.9 * chain_count(int(task[len("chain"):]))))
+        return min(size, int(0.8 * 0.9 * chain_count(chain_level(task))))
     return size
 
 

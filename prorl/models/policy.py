@@ -34,12 +34,17 @@ def load_policy(name_or_path: str | Path, *, dtype: str = "float32", device: str
     return model, tokenizer
 
 
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The decoder blocks of an HF causal LM (``model.model.layers``), or None where it has none there."""
+    return getattr(getattr(model, "model", None), "layers", None)
+
+
 def compile_decoder_layers(model: torch.nn.Module) -> int:
     """``torch.compile`` every decoder layer in place, as torchtitan does per block: FSDP2's hooks sit
     between the blocks, and state-dict names do not change. Inductor fuses the element-wise work
     (norms, rotary, the SiLU gate) that costs as much as the matmuls on a small model on CPU.
     Dynamic shapes: batch and sequence length vary from step to step. Returns how many were compiled."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
+    layers = decoder_layers(model)
     if layers is None or len(layers) == 0:
         raise ValueError(f"actor.compile: {type(model).__name__} has no decoder layers at model.layers to compile")
     for layer in layers:

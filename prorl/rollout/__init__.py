@@ -16,8 +16,8 @@ def make_engine(rollout: RolloutConfig, model_path: str, *, eos_token_id: int | 
     weights in with ``load_weights``.
 
     ``dtype`` is the trainer's weight dtype, which the engine uses unless ``rollout.dtype`` names
-    another (weights synced in later are cast to the engine's dtype). ``seed`` seeds vLLM's sampling; the hf engine samples from torch's global generator (seeded by
-    the trainer). ``device`` is the trainer's device: the engine is colocated there.
+    another (weights synced in later are cast to the engine's dtype). ``seed`` seeds vLLM's
+    sampling; the hf engine samples from torch's global generator (seeded by the trainer). ``device`` is the trainer's device: the engine is colocated there.
     """
     from prorl.models.policy import resolve_model_path
 

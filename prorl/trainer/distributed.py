@@ -13,6 +13,8 @@ from typing import Any, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
+from prorl.models.policy import decoder_layers
+
 T = TypeVar("T")
 
 
@@ -111,8 +113,7 @@ def fsdp_wrap(model: torch.nn.Module, world: World, *, mixed_precision: bool) ->
 
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision \
         else MixedPrecisionPolicy()
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    for layer in layers if layers is not None else []:
+    for layer in decoder_layers(model) or []:
         fully_shard(layer, mp_policy=mp)
     fully_shard(model, mp_policy=mp)
     return model

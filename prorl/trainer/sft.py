@@ -89,8 +89,8 @@ def build_builtin_warmstart(
     to no split, see :func:`prorl.data.chain_tasks.coverage_problem`). Reproducible: same arguments,
     same checkpoint.
     """
-    from prorl.data.builtin_tasks import (ORIGINAL_TASKS, Problem, generate_problems, is_chain, make_row,
-                                          teacher_response, usable_size)
+    from prorl.data.builtin_tasks import (ORIGINAL_TASKS, Problem, chain_level, generate_problems, is_chain,
+                                          make_row, teacher_response, usable_size)
     from prorl.data.chain_tasks import coverage_problem
     from prorl.models.tiny import build_model, build_tokenizer, save_tiny
 
@@ -108,7 +108,7 @@ def build_builtin_warmstart(
                 row = make_row(task, p, "train", i)
                 pairs.append((row["prompt"], teacher_response(task, p.answer, rng, correct_prob, key=p.key)))
         if number_coverage > 0 and is_chain(task):
-            level = int(task[len("chain"):])
+            level = chain_level(task)
             for i in range(int(number_coverage * size_per_task)):
                 p = Problem(*coverage_problem(level, rng))
                 row = make_row(task, p, "train", i)
