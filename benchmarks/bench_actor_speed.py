@@ -75,7 +75,7 @@ def time_setting(overrides: list[str], model_dir: Path, threads: int, repeats: i
         t = time.perf_counter()
         actor.logprobs(batch.seqs, temperature=batch.temperature, reference=True)
         t1 = time.perf_counter()
-        actor.update(batch, cfg.algo, cfg.actor, rng=random.Random(i))
+        actor.update(batch, rng=random.Random(i))
         t2 = time.perf_counter()
         if i >= 2:
             ref.append(t1 - t)

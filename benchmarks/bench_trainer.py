@@ -81,7 +81,7 @@ def main() -> None:
         seqs = pad_batch([e.prompt_ids for e in examples for _ in range(args.n)], responses, tok.pad_token_id)
         batch = TrainBatch(seqs, torch.randn(seqs.input_ids.shape[0]), seqs.response_mask, args.n, 1.2)
         t = time.perf_counter()
-        actor.update(batch, cfg.algo, cfg.actor, rng=random.Random(r))  # on-policy: no old-log-prob pass
+        actor.update(batch, rng=random.Random(r))  # on-policy: no old-log-prob pass
         dt = time.perf_counter() - t
         tokens = int(seqs.input_ids.numel())  # the update runs over padded [B, P + R]
         upd_tps.append(tokens / dt)

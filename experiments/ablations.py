@@ -9,7 +9,7 @@
 
 Writes ``OUT/results.json``, ``OUT/table.md`` and ``OUT/<ablation>.png`` (validation and entropy
 curves, mean over seeds) and prints the table. Every number comes from real runs of
-``prorl.trainer.loop.train``.
+``prorl.trainer.controller.train``.
 
     python experiments/ablations.py --out runs/ablations --seeds 0 1 2 --steps 40
 """
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from prorl.config import load_config
-from prorl.trainer.loop import train
+from prorl.trainer.controller import train
 from prorl.trainer.metrics import read_metrics
 
 BASE = [

@@ -9,7 +9,7 @@
    ``prorl plot --passk`` (``OUT/seedS/passk.png``), and response length, entropy and held-out
    accuracy over the run (``OUT/seedS/run.png``).
 
-Every number comes from real runs of ``prorl.trainer.loop.train`` and ``prorl.trainer.evaluate``.
+Every number comes from real runs of ``prorl.trainer.controller.train`` and ``prorl.trainer.evaluate``.
 
     python experiments/boundary_expansion.py --out runs/boundary --seeds 0 1 2
     python experiments/boundary_expansion.py --out runs/boundary_quick --quick   # smoke run
@@ -136,7 +136,7 @@ def run_seed(out: Path, seed: int, warm: Path, args: argparse.Namespace, eval_ta
     from prorl import plotting
     from prorl.config import load_config
     from prorl.trainer.checkpoint import list_checkpoints
-    from prorl.trainer.loop import train
+    from prorl.trainer.controller import train
 
     run_dir = out / f"seed{seed}" / "run"
     overrides = [f"model.path={warm}", f"trainer.run_dir={run_dir}", f"trainer.seed={seed}",

@@ -240,14 +240,6 @@ class Config:
 
 
 BUILTIN_PRESET = Path(__file__).parent / "configs" / "tiny.yaml"
-# settings a stage may not override: the datasets and the model are loaded once per run
-FIXED_FOR_THE_RUN = {"data.train_files", "data.val_files", "data.builtin_tasks", "data.builtin_train_size",
-                     "data.builtin_val_size", "data.max_prompt_length", "data.val_max_prompts", "model.path",
-                     "model.dtype", "model.autocast", "model.attn_implementation", "rollout.dtype",
-                     "trainer.run_dir", "trainer.seed", "rollout.engine", "rollout.hf_cache",
-                     # the vLLM engine is built once per run
-                     "rollout.gpu_memory_utilization", "rollout.tensor_parallel_size", "rollout.cpu_kv_cache_gib",
-                     "rollout.max_model_len", "rollout.enforce_eager", "rollout.sleep_level"}
 
 
 # --------------------------------------------------------------------------- type checking
@@ -512,8 +504,6 @@ def validate(cfg: Config) -> None:
             for key, value in st.overrides.items():
                 if key.split(".")[0] == "stages":
                     raise ConfigError("a stage cannot override stages")
-                if key in FIXED_FOR_THE_RUN:
-                    raise ConfigError(f"{key} is fixed for the whole run (stages change the mix with data.domain_weights)")
                 set_dotted(probe, key.split("."), value)
             validate(_from_dict(Config, probe))
         except ConfigError as e:

@@ -1,7 +1,7 @@
 """Shared machinery for the paper's experiment plan (``experiments/plan/*.py``).
 
 An experiment is a base setting plus named arms (config overrides), run for several seeds. Each
-(arm, seed) is a real ``prorl.trainer.loop.train`` run in ``OUT/<experiment>/<arm>/seed<S>/run``;
+(arm, seed) is a real ``prorl.trainer.controller.train`` run in ``OUT/<experiment>/<arm>/seed<S>/run``;
 an interrupted experiment resumes from each run's latest checkpoint and skips finished runs.
 After training, the final policy is evaluated on held-out problems (pass@1 and pass@k) and a
 ``summary.json`` is written per run; ``OUT/<experiment>/results.json`` gathers them, and
@@ -181,7 +181,7 @@ def run_one(exp: Experiment, arm: str, seed: int, out: Path, quick: bool) -> dic
     torch.set_num_threads(1)
     from prorl.config import load_config
     from prorl.trainer.checkpoint import latest_checkpoint, list_checkpoints
-    from prorl.trainer.loop import train
+    from prorl.trainer.controller import train
 
     base = run_dir(out, exp, arm, seed)
     summary_path = base / "summary.json"

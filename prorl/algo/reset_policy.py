@@ -2,9 +2,10 @@
 
 ProRL resets the reference policy when the KL to it spikes or validation degrades. These
 functions make that decision automatically from metric histories. They are *pure*: plain
-sequences of floats and scalars in, a :class:`TriggerResult` (``fired`` plus a human-readable
-``cause``) out; no models, no config objects, no I/O, so the trainer can call them between
-steps and the decisions are trivially testable and reproducible from logged metrics.
+sequences of floats (and, for :func:`decide_reset`, the ``reset`` config section) in, a
+:class:`TriggerResult` (``fired`` plus a human-readable ``cause``) out; no models, no I/O, so the
+trainer can call them between steps and the decisions are testable and reproducible from logged
+metrics.
 
 NaN handling: non-finite values (NaN, +/-inf) in any history are *ignored*, i.e. dropped
 before the rule is applied, as if that step/evaluation had not been logged. They neither
@@ -16,7 +17,10 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from prorl.config import ResetConfig
 
 TRIGGERS: tuple[str, ...] = ("scheduled", "kl_spike", "val_degradation", "val_plateau")
 """All trigger names, in the default priority order used by :func:`decide_reset`."""
@@ -161,6 +165,7 @@ def scheduled(step: int, reset_steps: Sequence[int]) -> TriggerResult:
 
 
 def decide_reset(
+    policy: ResetConfig,
     *,
     step: int,
     kl_history: Sequence[float] = (),
@@ -168,19 +173,10 @@ def decide_reset(
     blended_val_history: Sequence[float] = (),
     steps_since_last_reset: int | None = None,
     evals_since_last_reset: int | None = None,
-    min_steps_between_resets: int = 50,
-    reset_steps: Sequence[int] = (),
-    triggers: Sequence[str] = TRIGGERS,
-    kl_window: int = 20,
-    kl_factor: float = 5.0,
-    kl_min_history: int = 10,
-    kl_abs_floor: float = 1e-3,
-    val_margin: float = 0.05,
-    val_patience: int = 3,
-    plateau_patience: int = 5,
-    plateau_min_delta: float = 0.01,
 ) -> TriggerResult:
-    """Combine the triggers: return the first one (in ``triggers`` order) that fires.
+    """Combine the triggers ``policy`` (the ``reset`` config section) asks for: return the first
+    one that fires. ``scheduled`` (``policy.steps``) comes first; with ``policy.auto`` the triggers in
+    ``policy.triggers`` follow, in that order, each with its thresholds from ``policy``.
 
     - ``kl_history``: one KL value per training step (e.g. ``actor/kl_loss``). When
       ``steps_since_last_reset`` is given only the last that many values are used, since
@@ -190,17 +186,19 @@ def decide_reset(
       :func:`val_plateau`. When ``evals_since_last_reset`` is given only the last that many
       evaluations are used (so "best" means best since the last reset, and a reset is not
       re-fired just because recovery takes longer than the cooldown).
-    - Cooldown: while ``steps_since_last_reset < min_steps_between_resets`` only the
+    - Cooldown: while ``steps_since_last_reset < policy.min_steps_between_resets`` only the
       ``scheduled`` trigger can fire (explicit user schedules always win).
       ``steps_since_last_reset=None`` means no reset has happened yet: no cooldown, no slicing.
-    - ``triggers`` selects and orders the rules; names are those in :data:`TRIGGERS`.
+    - Trigger names are those in :data:`TRIGGERS`; an unknown one is a ``ValueError``.
     """
+    p = policy
+    triggers = ("scheduled", *p.triggers) if p.auto else ("scheduled",)
     unknown = [t for t in triggers if t not in TRIGGERS]
     if unknown:
         raise ValueError(f"unknown reset trigger(s) {unknown}; known: {list(TRIGGERS)}")
     val_histories = val_histories or {}
 
-    in_cooldown = steps_since_last_reset is not None and steps_since_last_reset < min_steps_between_resets
+    in_cooldown = steps_since_last_reset is not None and steps_since_last_reset < p.min_steps_between_resets
     if steps_since_last_reset is not None:
         kl_history = list(kl_history)[-steps_since_last_reset:] if steps_since_last_reset > 0 else []
     if evals_since_last_reset is not None:
@@ -213,26 +211,26 @@ def decide_reset(
         if name != "scheduled" and in_cooldown:
             continue
         if name == "scheduled":
-            results = [scheduled(step, reset_steps)] if reset_steps else []
+            results = [scheduled(step, p.steps)] if p.steps else []
         elif name == "kl_spike":
             results = [
                 kl_spike(
                     kl_history,
-                    window=kl_window,
-                    factor=kl_factor,
-                    min_history=kl_min_history,
-                    abs_floor=kl_abs_floor,
+                    window=p.kl_window,
+                    factor=p.kl_factor,
+                    min_history=p.kl_min_history,
+                    abs_floor=p.kl_abs_floor,
                 )
             ] if len(kl_history) else []
         elif name == "val_degradation":
             results = []
             for domain, hist in val_histories.items():
-                r = val_degradation(hist, margin=val_margin, patience=val_patience)
+                r = val_degradation(hist, margin=p.val_margin, patience=p.val_patience)
                 cause = r.cause.replace("val_degradation:", f"val_degradation[{domain}]:", 1)
                 results.append(TriggerResult(r.fired, cause, r.trigger))
         else:  # val_plateau
             results = [
-                val_plateau(blended_val_history, patience=plateau_patience, min_delta=plateau_min_delta)
+                val_plateau(blended_val_history, patience=p.plateau_patience, min_delta=p.plateau_min_delta)
             ] if len(blended_val_history) else []
         for r in results:
             if r.fired:
@@ -240,6 +238,6 @@ def decide_reset(
             notes.append(r.cause)
     if in_cooldown:
         notes.insert(
-            0, f"cooldown: {steps_since_last_reset} steps since last reset < {min_steps_between_resets}"
+            0, f"cooldown: {steps_since_last_reset} steps since last reset < {p.min_steps_between_resets}"
         )
     return TriggerResult(False, "no reset: " + ("; ".join(notes) if notes else "no trigger has data"))

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         config = None
     try:
         cfg = load_config(config, overrides)
-        from prorl.trainer.loop import train
+        from prorl.trainer.controller import train
 
         train(cfg, resume=args.resume, overwrite=args.overwrite)
     except ConfigError as e:

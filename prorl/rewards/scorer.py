@@ -24,9 +24,14 @@ class RewardScorer:
     @classmethod
     def from_config(cls, reward) -> "RewardScorer":
         """The scorer a run's ``reward`` config section describes (in-process workers or the service)."""
-        return cls(num_workers=reward.num_workers, timeout_s=reward.timeout_s, server_url=reward.server_url or None,
-                   strip_think=reward.strip_think, server_token_file=reward.server_token_file or None,
-                   max_memory_mb=reward.worker_memory_mb or None)
+        return cls(**cls.settings(reward))
+
+    @staticmethod
+    def settings(reward) -> dict:
+        """The constructor arguments the ``reward`` section gives (a stage that changes them gets a new scorer)."""
+        return dict(num_workers=reward.num_workers, timeout_s=reward.timeout_s, server_url=reward.server_url or None,
+                    strip_think=reward.strip_think, server_token_file=reward.server_token_file or None,
+                    max_memory_mb=reward.worker_memory_mb or None)
 
     def __init__(
         self,

@@ -8,6 +8,12 @@ from typing import Sequence
 from prorl.config import RolloutConfig
 from prorl.rollout.base import RolloutEngine
 
+# read once, when make_engine builds the engine: a stage cannot change them (the others reach the
+# engine through its ``configure(rollout)`` when a stage begins, or with every generate call)
+ENGINE_FIXED_KEYS = ("rollout.engine", "rollout.dtype", "rollout.hf_cache", "rollout.gpu_memory_utilization",
+                     "rollout.tensor_parallel_size", "rollout.cpu_kv_cache_gib", "rollout.max_model_len",
+                     "rollout.enforce_eager", "rollout.sleep_level")
+
 
 def make_engine(rollout: RolloutConfig, model_path: str, *, eos_token_id: int | Sequence[int], pad_token_id: int,
                 dtype: str, seed: int, device: str) -> RolloutEngine:

@@ -36,6 +36,12 @@ class HFRolloutEngine:
                 raise KeyError(f"load_weights: the rollout model has no parameter {name!r}")
             params[name].copy_(tensor.detach())
 
+    def configure(self, rollout) -> None:
+        """A new stage's ``rollout`` section: its ``max_batch_size``."""
+        if rollout.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.max_batch_size = rollout.max_batch_size
+
     def sleep(self) -> None:
         """Nothing to release: the HF engine holds no KV cache between calls."""
 

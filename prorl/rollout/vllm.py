@@ -188,6 +188,10 @@ class VLLMRolloutEngine:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": stream(), "is_checkpoint_format": True})
         self.llm.collective_rpc(refresh_shared_parameter_modules)
 
+    def configure(self, rollout) -> None:
+        """A new stage's ``rollout`` section: nothing the engine holds can change (the sampling
+        settings come with every :meth:`generate` call; the engine's own are fixed for the run)."""
+
     def sleep(self) -> None:
         """Free the KV cache (and offload or drop the weights, by ``sleep_level``) while the
         trainer updates. On CPU vLLM keeps its memory and only pauses scheduling."""

@@ -56,7 +56,12 @@ def make_optimizer(model: torch.nn.Module, actor: ActorConfig) -> torch.optim.Op
 
 
 class Actor:
-    """Policy + reference + optimizer of one rank. ``checkpoint``: resume from this directory."""
+    """Policy + reference + optimizer of one rank. ``checkpoint``: resume from this directory.
+
+    It reads its settings from the config it was last given (the constructor's, then each stage's
+    through :meth:`configure`), except ``FIXED_KEYS``, which shape the modules it builds."""
+
+    FIXED_KEYS = ("model.dtype", "model.attn_implementation", "model.fsdp_mixed_precision", "actor.compile")
 
     def __init__(self, cfg: Config, world: D.World, *, model_path: str, needs_reference: bool,
                  checkpoint: Path | None = None):
@@ -66,8 +71,6 @@ class Actor:
         attn = None if cfg.model.attn_implementation == "auto" else cfg.model.attn_implementation
         self.model, self.tokenizer = load_policy(str(checkpoint) if checkpoint else model_path, dtype=dtype,
                                                  device=world.device, attn_implementation=attn)
-        if cfg.model.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
         if cfg.actor.compile:
             compile_decoder_layers(self.model)
         mixed = cfg.model.fsdp_mixed_precision and world.device.startswith("cuda")
@@ -84,6 +87,19 @@ class Actor:
         self.optimizer = make_optimizer(self.model, cfg.actor)
         if checkpoint is not None and (checkpoint / "optimizer").exists():
             self._load_optimizer(checkpoint / "optimizer")
+        self.configure(cfg)
+
+    def configure(self, cfg: Config) -> None:
+        """Take a new stage's config: micro-batching, packing, chunking, autocast, gradient
+        checkpointing and the loss settings are read from it from now on; AdamW's weight decay and
+        betas change in place (the learning rate is set every step by :meth:`set_lr`)."""
+        self.cfg = cfg
+        model = self.model
+        if cfg.model.gradient_checkpointing != bool(getattr(model, "is_gradient_checkpointing", False)):
+            model.gradient_checkpointing_enable() if cfg.model.gradient_checkpointing \
+                else model.gradient_checkpointing_disable()
+        for group in self.optimizer.param_groups:
+            group["weight_decay"], group["betas"] = cfg.actor.weight_decay, tuple(cfg.actor.betas)
 
     # ------------------------------------------------------------------ log-probs
     @torch.no_grad()
@@ -144,7 +160,7 @@ class Actor:
                                  with_entropy=with_entropy)
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: TrainBatch, algo: AlgoConfig, actor: ActorConfig, *, rng: random.Random) -> dict[str, float]:
+    def update(self, batch: TrainBatch, *, rng: random.Random) -> dict[str, float]:
         """``actor.ppo_epochs`` passes of mini-batch updates; returns verl-named metrics (averaged over ranks).
 
         Mini-batches hold ``actor.ppo_mini_batch_size`` prompt groups globally; micro-batch losses
@@ -153,6 +169,7 @@ class Actor:
         update is on-policy (one mini-batch, one epoch) the old log-probs are the detached current
         ones and their forward pass is skipped.
         """
+        algo, actor = self.cfg.algo, self.cfg.actor
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         global_groups = int(D.all_reduce(self.world, batch.num_groups))
@@ -274,14 +291,17 @@ class Actor:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
-    def reset(self, *, reference: bool, optimizer: bool, actor: ActorConfig) -> None:
-        """ProRL's hard reset: the reference becomes the current policy; AdamW starts afresh."""
+    def reset(self, *, reference: bool, optimizer: bool) -> None:
+        """ProRL's hard reset: the reference becomes the current policy; AdamW starts afresh (with
+        the current config's settings)."""
         if reference and self.reference is not None:
             with torch.no_grad():  # same sharding on both models: copy local shards, no communication
                 for p_ref, p in zip(self.reference.parameters(), self.model.parameters()):
                     p_ref.copy_(p)
         if optimizer:
-            self.optimizer = make_optimizer(self.model, actor)
+            lr = self.lr
+            self.optimizer = make_optimizer(self.model, self.cfg.actor)
+            self.set_lr(lr)
 
     def load_policy_weights(self, path: Path) -> None:
         """Roll the policy back to the weights of a checkpoint directory (HF safetensors)."""
@@ -306,12 +326,16 @@ class Actor:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-        self._save_hf(self.model, directory, tokenizer=True)
+        self.save_model(directory)
         if with_reference and self.reference is not None:
             self._save_hf(self.reference, directory / "reference", tokenizer=False)
         with _quiet_single_process_dcp():
             dcp.save({"optim": get_optimizer_state_dict(self.model, self.optimizer)},
                      checkpoint_id=str(directory / "optimizer"), no_dist=not self.world.distributed)
+
+    def save_model(self, directory: Path) -> None:
+        """The current policy as a Hugging Face model + tokenizer (rank 0 writes; every rank calls)."""
+        self._save_hf(self.model, directory, tokenizer=True)
 
     def _save_hf(self, model: torch.nn.Module, directory: Path, *, tokenizer: bool) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

@@ -7,7 +7,7 @@ import torch
 
 from prorl.algo.core import compute_advantages
 from prorl.config import Config
-from prorl.rollout.base import PaddedBatch, pad_batch, pad_logprobs
+from prorl.rollout.base import PaddedBatch, SamplingParams, pad_batch, pad_logprobs
 from prorl.trainer.actor import TrainBatch
 from prorl.trainer.rollout_step import Group
 
@@ -31,7 +31,7 @@ def make_train_batch(groups: list[Group], cfg: Config, *, pad_token_id: int, dev
     if cfg.reward.mask_truncated:
         trunc = torch.tensor([c.truncated for g in groups for c in g.completions], device=device)
         loss_mask[trunc] = 0.0
-    temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+    temperature = groups[0].sampling.logprob_temperature  # the distribution the engine sampled from
     rollout_logp = pad_logprobs([c.logprobs for g in groups for c in g.completions], seqs.response_len)
     metrics = {"critic/advantages/mean": adv.mean().item(), "critic/advantages/max": adv.max().item(),
                "critic/advantages/min": adv.min().item(), "critic/rewards/mean": rewards.mean().item(),
@@ -40,10 +40,9 @@ def make_train_batch(groups: list[Group], cfg: Config, *, pad_token_id: int, dev
                       rollout_logp.to(device) if rollout_logp is not None else None), metrics
 
 
-def empty_train_batch(cfg: Config, *, pad_token_id: int, device: str) -> TrainBatch:
+def empty_train_batch(sampling: SamplingParams, *, pad_token_id: int, device: str) -> TrainBatch:
     """No groups on this rank this step (dynamic sampling left it none): it still takes part in the
     update's collectives with zero-weight passes."""
     seqs = PaddedBatch(torch.full((0, 2), pad_token_id, device=device), torch.zeros(0, 2, dtype=torch.long, device=device),
                        torch.zeros(0, 1, device=device), 1)
-    return TrainBatch(seqs, torch.zeros(0, device=device), seqs.response_mask, cfg.rollout.n,
-                      cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0)
+    return TrainBatch(seqs, torch.zeros(0, device=device), seqs.response_mask, sampling.n, sampling.logprob_temperature)

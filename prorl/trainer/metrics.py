@@ -12,6 +12,16 @@ from prorl.trainer import faults
 
 
 class MetricsLogger:
+    """Rank 0's sinks for one run; built once (its ``trainer`` keys are fixed for the run)."""
+
+    FIXED_KEYS = ("trainer.tensorboard", "trainer.wandb", "trainer.wandb_project")
+
+    @classmethod
+    def from_config(cls, trainer, *, config: dict | None = None, resume_step: int = -1) -> "MetricsLogger":
+        """The logger the ``trainer`` config section describes; ``config`` is the run's (for W&B)."""
+        return cls(trainer.run_dir, tensorboard=trainer.tensorboard, wandb=trainer.wandb,
+                   wandb_project=trainer.wandb_project, config=config, resume_step=resume_step)
+
     def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, wandb: bool = False,
                  wandb_project: str = "prorl", config: dict | None = None, resume_step: int = 0):
         self.run_dir = Path(run_dir)

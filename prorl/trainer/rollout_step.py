@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import torch
 
 from prorl.algo.core import cosine_length_penalty, filter_groups, overlong_penalty
 from prorl.data.dataset import Example, PromptSampler
-from prorl.rollout.base import Completion
+from prorl.config import RewardConfig
+from prorl.rollout.base import Completion, SamplingParams
 from prorl.trainer import faults
 from prorl.trainer.distributed import World, all_gather
 from prorl.verifiers.base import Status
@@ -23,11 +24,13 @@ class Group:
     scores: list[float]  # verifier scores in [0, 1]
     rewards: list[float]  # scores after shaping (what the advantages use)
     statuses: list[str]
+    sampling: SamplingParams  # what the completions were drawn with
 
 
 @dataclass
 class StepExperience:
     groups: list[Group]
+    sampling: SamplingParams
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -38,39 +41,47 @@ class ShapedRewards(NamedTuple):
     length: list[float]  # scheduled cosine length penalty (<= 0)
 
 
-def shaping_from_config(reward_cfg: Any, step: int) -> dict[str, Any]:
-    """The ``shaping`` keyword arguments of :func:`collect` for training step ``step``."""
-    r = reward_cfg
-    return dict(overlong_buffer_len=r.overlong_buffer_len, overlong_penalty_factor=r.overlong_penalty_factor,
-                truncation_penalty=r.truncation_penalty, step=step, length_penalty_min=r.length_penalty_min,
-                length_penalty_max=r.length_penalty_max, length_penalty_period=r.length_penalty_period,
-                length_penalty_on_steps=r.length_penalty_on_steps,
-                length_penalty_correct_only=r.length_penalty_correct_only)
+@dataclass(frozen=True)
+class RewardShaping:
+    """What is added to a verifier's score at one training step: DAPO's overlong penalty, the
+    truncation penalty and ProRL v2's scheduled cosine length penalty (all off by default)."""
+
+    step: int | None = None  # the training step (the cosine penalty's schedule needs it)
+    overlong_buffer_len: int = 0
+    overlong_penalty_factor: float = 1.0
+    truncation_penalty: float = 0.0
+    length_penalty_min: float = 0.0
+    length_penalty_max: float = 0.0
+    length_penalty_period: int = 0
+    length_penalty_on_steps: int = 0
+    length_penalty_correct_only: bool = True
+
+    @classmethod
+    def from_config(cls, reward: RewardConfig, step: int) -> "RewardShaping":
+        """The shaping the ``reward`` config section describes, at training step ``step``."""
+        return cls(step=step, **{f.name: getattr(reward, f.name) for f in fields(cls) if f.name != "step"})
 
 
 def shape_rewards(scores: list[float], lengths: list[int], truncated: list[bool], *, max_len: int,
-                  overlong_buffer_len: int, overlong_penalty_factor: float, truncation_penalty: float,
-                  step: int | None = None, length_penalty_min: float = 0.0, length_penalty_max: float = 0.0,
-                  length_penalty_period: int = 0, length_penalty_on_steps: int = 0,
-                  length_penalty_correct_only: bool = True) -> ShapedRewards:
+                  shaping: RewardShaping) -> ShapedRewards:
     """Rewards = score + DAPO overlong penalty - truncation penalty + scheduled cosine length penalty
     (on correct responses only when ``length_penalty_correct_only``); also returns each penalty."""
-    over = overlong_penalty(torch.tensor(lengths), max_len, overlong_buffer_len, overlong_penalty_factor).tolist()
-    trunc = [-truncation_penalty if t else 0.0 for t in truncated]
+    sh = shaping
+    over = overlong_penalty(torch.tensor(lengths), max_len, sh.overlong_buffer_len, sh.overlong_penalty_factor).tolist()
+    trunc = [-sh.truncation_penalty if t else 0.0 for t in truncated]
     length = [0.0] * len(scores)
-    if length_penalty_max > 0:
-        if step is None:
+    if sh.length_penalty_max > 0:
+        if sh.step is None:
             raise ValueError("shape_rewards: the cosine length penalty needs the training step")
-        pen = cosine_length_penalty(torch.tensor(lengths), max_len, step, min_penalty=length_penalty_min,
-                                    max_penalty=length_penalty_max, period=length_penalty_period,
-                                    on_steps=length_penalty_on_steps).tolist()
-        length = [p if (s >= 1.0 or not length_penalty_correct_only) else 0.0 for p, s in zip(pen, scores)]
+        pen = cosine_length_penalty(torch.tensor(lengths), max_len, sh.step, min_penalty=sh.length_penalty_min,
+                                    max_penalty=sh.length_penalty_max, period=sh.length_penalty_period,
+                                    on_steps=sh.length_penalty_on_steps).tolist()
+        length = [p if (s >= 1.0 or not sh.length_penalty_correct_only) else 0.0 for p, s in zip(pen, scores)]
     return ShapedRewards([s + o + t + ln for s, o, t, ln in zip(scores, over, trunc, length)], over, trunc, length)
 
 
-def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: int, n: int, temperature: float,
-            top_p: float, max_new_tokens: int, dynamic_sampling: bool, max_rounds: int,
-            shaping: dict, world: World = World()) -> StepExperience:
+def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: int, sampling: SamplingParams,
+            dynamic_sampling: bool, max_rounds: int, shaping: RewardShaping, world: World = World()) -> StepExperience:
     """Sample groups until ``num_prompts`` informative groups are kept (or ``max_rounds`` is hit).
 
     Under torchrun ``num_prompts`` is this rank's share: every round the ranks exchange how many
@@ -85,7 +96,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
     judged_scores: list[float] = []  # scores of items actually judged (infra_error excluded)
     by_source: dict[str, list[float]] = {}
     t_gen = t_rew = 0.0
-    rounds = 0
+    rounds, n, max_new_tokens = 0, sampling.n, sampling.max_new_tokens
     while rounds < max_rounds:
         needs = all_gather(world, num_prompts - len(kept))
         if max(needs) == 0:
@@ -94,8 +105,7 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
         drawn = sampler.take(sum(needs))
         examples = drawn[sum(needs[:world.rank]):sum(needs[:world.rank + 1])]
         t0 = time.perf_counter()  # a rank with nothing to draw this round still joins the collectives below
-        groups = engine.generate([ex.prompt_ids for ex in examples], n=n, temperature=temperature,
-                                 top_p=top_p, max_new_tokens=max_new_tokens) if examples else []
+        groups = engine.generate([ex.prompt_ids for ex in examples], **sampling.as_kwargs()) if examples else []
         faults.point("generation")
         t1 = time.perf_counter()
         items = []
@@ -115,8 +125,8 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
             scores = [v.score for v in vs]
             lengths = [len(c.token_ids) for c in group]
             truncated = [c.truncated for c in group]
-            rewards, over, tpen, lpen = shape_rewards(scores, lengths, truncated, max_len=max_new_tokens, **shaping)
-            round_groups.append(Group(ex, group, scores, rewards, [v.status.value for v in vs]))
+            rewards, over, tpen, lpen = shape_rewards(scores, lengths, truncated, max_len=max_new_tokens, shaping=shaping)
+            round_groups.append(Group(ex, group, scores, rewards, [v.status.value for v in vs], sampling))
             all_scores += scores
             judged = [s for s, v in zip(scores, vs) if v.status is not Status.INFRA_ERROR]
             judged_scores += judged
@@ -166,4 +176,4 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
         m[f"critic/acc/{ds}/mean"] = sum(x >= 1.0 for x in sc) / len(sc)
     m["timing_s/gen"] = t_gen
     m["timing_s/reward"] = t_rew
-    return StepExperience(kept, m)
+    return StepExperience(kept, sampling, m)

@@ -10,7 +10,7 @@ import torch
 
 from prorl.algo.core import cosine_length_penalty, length_penalty_active
 from prorl.config import RewardConfig
-from prorl.trainer.rollout_step import shape_rewards, shaping_from_config
+from prorl.trainer.rollout_step import RewardShaping, shape_rewards
 
 
 def test_cosine_penalty_hand_computed():
@@ -46,42 +46,43 @@ def test_cyclic_schedule():
 
 def test_shape_rewards_length_penalty_on_correct_responses_only():
     # max_len 8; min 0, max 1: L=4 -> -.5, L=8 -> -1, L=2 -> -(1 - cos(pi/4)) / 2 = -.146447
-    kw = dict(max_len=8, overlong_buffer_len=0, overlong_penalty_factor=1.0, truncation_penalty=0.0, step=1,
+    kw = dict(overlong_buffer_len=0, overlong_penalty_factor=1.0, truncation_penalty=0.0, step=1,
               length_penalty_min=0.0, length_penalty_max=1.0)
-    rewards, over, trunc, length = shape_rewards([1.0, 0.0, 1.0, 0.5], [4, 4, 8, 2], [False] * 4, **kw)
+    rewards, over, trunc, length = shape_rewards([1.0, 0.0, 1.0, 0.5], [4, 4, 8, 2], [False] * 4, max_len=8,
+                                                 shaping=RewardShaping(**kw))
     assert length == pytest.approx([-0.5, 0.0, -1.0, 0.0])  # wrong and partial (0.5) responses untouched
     assert rewards == pytest.approx([0.5, 0.0, 0.0, 0.5])
-    _, _, _, length_all = shape_rewards([1.0, 0.0, 1.0, 0.5], [4, 4, 8, 2], [False] * 4,
-                                        length_penalty_correct_only=False, **kw)
+    _, _, _, length_all = shape_rewards([1.0, 0.0, 1.0, 0.5], [4, 4, 8, 2], [False] * 4, max_len=8,
+                                        shaping=RewardShaping(length_penalty_correct_only=False, **kw))
     assert length_all == pytest.approx([-0.5, -0.5, -1.0, -0.146447], abs=1e-6)
 
 
 def test_shape_rewards_adds_every_penalty_and_needs_the_step():
     # overlong (buffer 4 of 8): L=8 -> -1 ; truncation .25 ; length: -(.2 + .2 * (1 - cos(pi)) / 2) = -.4 at L=8
-    rewards, over, trunc, length = shape_rewards([1.0], [8], [True], max_len=8, overlong_buffer_len=4,
-                                                 overlong_penalty_factor=1.0, truncation_penalty=0.25, step=7,
-                                                 length_penalty_min=0.2, length_penalty_max=0.4)
+    rewards, over, trunc, length = shape_rewards([1.0], [8], [True], max_len=8, shaping=RewardShaping(
+        overlong_buffer_len=4, overlong_penalty_factor=1.0, truncation_penalty=0.25, step=7,
+        length_penalty_min=0.2, length_penalty_max=0.4))
     assert (over, trunc) == ([-1.0], [-0.25]) and length == pytest.approx([-0.4])
     assert rewards == pytest.approx([1.0 - 1.0 - 0.25 - 0.4])
     with pytest.raises(ValueError, match="step"):
-        shape_rewards([1.0], [8], [False], max_len=8, overlong_buffer_len=0, overlong_penalty_factor=1.0,
-                      truncation_penalty=0.0, length_penalty_max=0.4)
+        shape_rewards([1.0], [8], [False], max_len=8, shaping=RewardShaping(length_penalty_max=0.4))
 
 
 def test_shaping_from_config_round_trip():
     cfg = RewardConfig(length_penalty_max=0.3, length_penalty_min=0.1, length_penalty_period=6, length_penalty_on_steps=2,
                        length_penalty_correct_only=False, overlong_buffer_len=2, truncation_penalty=0.5)
-    kw = shaping_from_config(cfg, step=8)  # (8 - 1) % 6 = 1 < 2: on
-    _, _, _, length = shape_rewards([0.0], [10], [False], max_len=10, **kw)
+    sh = RewardShaping.from_config(cfg, step=8)  # (8 - 1) % 6 = 1 < 2: on
+    _, _, _, length = shape_rewards([0.0], [10], [False], max_len=10, shaping=sh)
     assert length == pytest.approx([-0.3])
-    _, _, _, length = shape_rewards([0.0], [10], [False], max_len=10, **shaping_from_config(cfg, step=9))
+    _, _, _, length = shape_rewards([0.0], [10], [False], max_len=10, shaping=RewardShaping.from_config(cfg, step=9))
     assert length == [0.0]
-    assert kw["truncation_penalty"] == 0.5 and kw["overlong_buffer_len"] == 2
+    assert sh.truncation_penalty == 0.5 and sh.overlong_buffer_len == 2 and sh.step == 8
 
 
 def test_default_config_shapes_exactly_as_before():
-    # what the loop passed before (three keys) and shaping_from_config(defaults) give the same rewards
+    # what the loop passed before (three keys) and the shaping of the default section give the same rewards
     old = dict(overlong_buffer_len=4, overlong_penalty_factor=1.0, truncation_penalty=0.5)
     cfg = RewardConfig(**old)
     args = ([1.0, 0.0, 1.0], [3, 10, 9], [False, True, False])
-    assert shape_rewards(*args, max_len=10, **old) == shape_rewards(*args, max_len=10, **shaping_from_config(cfg, 5))
+    assert shape_rewards(*args, max_len=10, shaping=RewardShaping(**old)) == \
+        shape_rewards(*args, max_len=10, shaping=RewardShaping.from_config(cfg, 5))

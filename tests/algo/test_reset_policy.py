@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from prorl.algo import reset_policy
 from prorl.algo.reset_policy import (
     TRIGGERS,
     TriggerResult,
-    decide_reset,
     kl_spike,
     scheduled,
     val_degradation,
     val_plateau,
 )
+from prorl.config import ResetConfig
 
 NAN = float("nan")
 
@@ -162,6 +163,26 @@ def test_scheduled():
 
 
 # ---------------------------------------------------------------- decide_reset
+_POLICY_KEYS = {"min_steps_between_resets", "kl_window", "kl_factor", "kl_min_history", "kl_abs_floor", "val_margin",
+                "val_patience", "plateau_patience", "plateau_min_delta"}
+
+
+def decide_reset(*, triggers=TRIGGERS, reset_steps=(), **kw):
+    """The real decide_reset with its policy (a ``reset`` config section) built from loose keywords."""
+    policy = ResetConfig(auto=True, triggers=[t for t in triggers if t != "scheduled"], steps=list(reset_steps),
+                         **{k: kw.pop(k) for k in list(kw) if k in _POLICY_KEYS})
+    return reset_policy.decide_reset(policy, **kw)
+
+
+def test_decide_reset_reads_the_reset_section():
+    """Without reset.auto only the schedule fires; the thresholds come from the section."""
+    kw = dict(step=300, kl_history=[0.02] * 100 + [0.5])
+    assert not reset_policy.decide_reset(ResetConfig(auto=False), **kw).fired
+    assert reset_policy.decide_reset(ResetConfig(auto=False, steps=[300]), **kw).trigger == "scheduled"
+    assert reset_policy.decide_reset(ResetConfig(auto=True), **kw).trigger == "kl_spike"
+    assert not reset_policy.decide_reset(ResetConfig(auto=True, kl_factor=100.0), **kw).fired
+
+
 def _kw(**over):
     kw = dict(
         step=300,

@@ -30,7 +30,7 @@ def test_short_run_expands_the_boundary_on_the_hard_level(tmp_path, load_script)
 
     from prorl.config import load_config
     from prorl.trainer.checkpoint import latest_checkpoint
-    from prorl.trainer.loop import train
+    from prorl.trainer.controller import train
 
     torch.set_num_threads(2)
     drv = load_script("experiments/boundary_expansion.py", "boundary_expansion")

@@ -35,7 +35,7 @@ def main(checkpoint: str, out: str, optimizer: str, packed: bool) -> None:
     if optimizer == "sgd":
         actor.optimizer = torch.optim.SGD(actor.model.parameters(), lr=0.1)
     for _ in range(2 if optimizer == "sgd" else 1):
-        metrics = actor.update(batch, cfg.algo, cfg.actor, rng=random.Random(0))
+        metrics = actor.update(batch, rng=random.Random(0))
     full = {name: t.clone() for name, t in actor.named_weights()}
     if world.is_main:
         torch.save({"params": full, "metrics": metrics}, out)

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from prorl.config import load_config
+from prorl.config import apply_overrides, load_config
 from prorl.rollout.base import pad_batch
 from prorl.trainer.actor import Actor, TrainBatch
 from prorl.trainer.distributed import World
@@ -51,7 +51,7 @@ def test_micro_batches_add_up_to_the_mini_batch(agg_mode):
         perturb_reference(actor)
         actor.optimizer = torch.optim.SGD(actor.model.parameters(), lr=1.0)
         batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id)
-        actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+        actor.update(batch, rng=random.Random(0))
         return params(actor)
 
     whole, pieces = step(8), step(3)
@@ -74,7 +74,7 @@ def test_kl_penalty_moves_the_policy_toward_the_reference():
     batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id, adv=torch.zeros(8))
     before = _kl_to_reference(actor, batch)
     for _ in range(3):
-        actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+        actor.update(batch, rng=random.Random(0))
     after = _kl_to_reference(actor, batch)
     assert after < before - 0.01, f"KL to the reference {before:.4f} -> {after:.4f}: the penalty does not pull"
 
@@ -83,9 +83,9 @@ def test_entropy_bonus_raises_entropy():
     actor = make_actor("algo.kl_coef=0", "algo.entropy_coef=1.0", "actor.lr=1e-4", "actor.ppo_mini_batch_size=2",
                        reference=False)
     batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id, adv=torch.zeros(8))
-    first = actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))["actor/entropy"]
+    first = actor.update(batch, rng=random.Random(0))["actor/entropy"]
     for _ in range(3):
-        last = actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))["actor/entropy"]
+        last = actor.update(batch, rng=random.Random(0))["actor/entropy"]
     assert last > first + 0.1, f"entropy {first:.4f} -> {last:.4f}: the bonus does not raise it"
 
 
@@ -95,19 +95,19 @@ def test_on_policy_update_skips_the_old_logprob_pass(monkeypatch):
     real = actor.logprobs
     monkeypatch.setattr(actor, "logprobs", lambda *a, **k: calls.append(k.get("reference", False)) or real(*a, **k))
     batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id)
-    actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+    actor.update(batch, rng=random.Random(0))
     assert calls == [], "one mini-batch, one epoch: old log-probs are the detached current ones"
-    actor.update(batch, actor.cfg.algo, actor.cfg.actor.__class__(**{**actor.cfg.actor.__dict__, "ppo_mini_batch_size": 1}),
-                 rng=random.Random(0))
+    actor.configure(apply_overrides(actor.cfg, {"actor.ppo_mini_batch_size": 1}))  # as a stage would
+    actor.update(batch, rng=random.Random(0))
     assert calls == [False], "two mini-batches: the second is off-policy and needs the old log-probs"
 
 
 def test_reset_copies_the_policy_into_the_reference_and_restarts_adam():
     actor = make_actor("algo.kl_coef=0.1", "actor.ppo_mini_batch_size=2")
     batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id)
-    actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+    actor.update(batch, rng=random.Random(0))
     assert _kl_to_reference(actor, batch) > 0.0
-    actor.reset(reference=True, optimizer=True, actor=actor.cfg.actor)
+    actor.reset(reference=True, optimizer=True)
     assert _kl_to_reference(actor, batch) == 0.0
     assert not actor.optimizer.state
 
@@ -125,7 +125,7 @@ def test_rollout_correction_masks_and_reports_the_mismatch():
         batch.rollout_logp = rollout
         before = params(actor)
         share = float(batch.loss_mask[offset_rows].sum() / batch.loss_mask.sum())
-        metrics = actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+        metrics = actor.update(batch, rng=random.Random(0))
         return metrics, {k: (v - before[k]).abs().max() for k, v in params(actor).items()}, share
 
     m, moved, share = run(slice(0, 4), "mis_token")

@@ -26,7 +26,7 @@ def test_autocast_computes_in_bf16_over_fp32_weights():
     assert 0 < diff.max() < 0.15, diff.max()  # bf16 rounding: close, but not the fp32 numbers
     assert lp16.dtype == torch.float32
     before = params(mixed)
-    mixed.update(batch, mixed.cfg.algo, mixed.cfg.actor, rng=random.Random(0))
+    mixed.update(batch, rng=random.Random(0))
     after = params(mixed)
     assert all(v.dtype == torch.float32 for v in after.values())  # the weights and AdamW stay fp32
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -51,7 +51,7 @@ def test_compiled_actor_matches_eager(attn):
         assert all((getattr(layer, "_compiled_call_impl", None) is not None) == compiled for layer in layers)
         batch = batch or random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id)
         lp = _logprobs(actor, batch)
-        metrics = actor.update(batch, actor.cfg.algo, actor.cfg.actor, rng=random.Random(0))
+        metrics = actor.update(batch, rng=random.Random(0))
         results.append((lp, params(actor), metrics))
     (lp0, p0, m0), (lp1, p1, m1) = results
     torch.testing.assert_close(lp1, lp0, rtol=1e-4, atol=1e-4)

@@ -10,7 +10,7 @@ import pytest
 from prorl.cli import main
 from prorl.config import load_config
 from prorl.data.dataset import DataError, load_rows, read_rows
-from prorl.trainer.loop import train
+from prorl.trainer.controller import train
 
 
 def test_malformed_row_stops_before_the_model_loads(tmp_path):

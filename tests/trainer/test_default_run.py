@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from prorl.config import load_config
-from prorl.trainer.loop import train
+from prorl.trainer.controller import train
 from prorl.trainer.metrics import read_metrics
 
 

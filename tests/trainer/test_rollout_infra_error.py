@@ -6,8 +6,8 @@ import pytest
 
 from prorl.data.builtin_tasks import generate_rows
 from prorl.data.dataset import Example, PromptSampler
-from prorl.rollout.base import Completion
-from prorl.trainer.rollout_step import collect
+from prorl.rollout.base import Completion, SamplingParams
+from prorl.trainer.rollout_step import RewardShaping, collect
 from prorl.verifiers.base import Status, Verdict
 
 
@@ -33,9 +33,9 @@ class _Scorer:
 def test_infra_error_counted_and_excluded_from_score_metrics():
     rows = generate_rows("add", 8, 0, "train")
     sampler = PromptSampler([Example(r, [1, 2]) for r in rows], seed=0)
-    exp = collect(_Engine(), _Tok(), _Scorer(), sampler, num_prompts=2, n=4, temperature=1.0, top_p=1.0,
-                  max_new_tokens=4, dynamic_sampling=False, max_rounds=1,
-                  shaping=dict(overlong_buffer_len=0, overlong_penalty_factor=1.0, truncation_penalty=0.0))
+    exp = collect(_Engine(), _Tok(), _Scorer(), sampler, num_prompts=2,
+                  sampling=SamplingParams(n=4, temperature=1.0, top_p=1.0, max_new_tokens=4), dynamic_sampling=False, max_rounds=1,
+                  shaping=RewardShaping(overlong_buffer_len=0, overlong_penalty_factor=1.0, truncation_penalty=0.0))
     m = exp.metrics
     assert m["reward/status/infra_error"] == pytest.approx(0.5)
     assert m["reward/status/correct"] == pytest.approx(0.25)
@@ -52,8 +52,8 @@ def test_a_source_with_only_infra_errors_has_no_score_metric():
 
     rows = generate_rows("add", 8, 0, "train")
     sampler = PromptSampler([Example(r, [1, 2]) for r in rows], seed=0)
-    exp = collect(_Engine(), _Tok(), AllInfra(), sampler, num_prompts=1, n=2, temperature=1.0, top_p=1.0,
-                  max_new_tokens=4, dynamic_sampling=False, max_rounds=1,
-                  shaping=dict(overlong_buffer_len=0, overlong_penalty_factor=1.0, truncation_penalty=0.0))
+    exp = collect(_Engine(), _Tok(), AllInfra(), sampler, num_prompts=1,
+                  sampling=SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=4), dynamic_sampling=False, max_rounds=1,
+                  shaping=RewardShaping(overlong_buffer_len=0, overlong_penalty_factor=1.0, truncation_penalty=0.0))
     assert exp.metrics["reward/status/infra_error"] == 1.0
     assert not any(k.startswith("critic/acc/") for k in exp.metrics)

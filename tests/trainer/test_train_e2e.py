@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from prorl.config import load_config
-from prorl.trainer.loop import train
+from prorl.trainer.controller import train
 from prorl.trainer.metrics import read_metrics
 
 SORT_RUN = [

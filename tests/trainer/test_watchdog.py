@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from prorl.config import load_config
-from prorl.trainer.loop import train
+from prorl.trainer.controller import train
 from prorl.trainer.state import RunState
 
 
