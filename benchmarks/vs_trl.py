@@ -228,26 +228,10 @@ def prorl_config(setting: Setting, **kw: Any):
 def prorl_worker(spec: dict, gate: Gate | None = None) -> dict:
     """Run prorl's trainer for ``spec['steps']`` steps; per-step seconds, tokens and phases from metrics.jsonl.
 
-    With a ``gate`` each step waits for the driver's go just before it starts (``Actor.set_lr``, right
-    before the loop starts its step clock) and reports done once the step is logged; the trainer's
-    code is untouched, the hooks are wrappers installed in this process only."""
-    from prorl.trainer import loop
-    from prorl.trainer.loop import train
+    With a ``gate`` each step waits for the driver's go before it starts and reports done once it is
+    logged: the benchmark drives the controller's public ``step()`` itself."""
+    from prorl.trainer.controller import Trainer
     from prorl.trainer.metrics import read_metrics
-
-    if gate is not None:
-        set_lr, log = loop.Actor.set_lr, loop.MetricsLogger.log
-
-        def gated_set_lr(self, lr: float) -> None:
-            gate.wait_go()
-            set_lr(self, lr)
-
-        def gated_log(self, step: int, metrics: dict) -> None:
-            log(self, step, metrics)
-            if "timing_s/step" in metrics:
-                gate.done()
-
-        loop.Actor.set_lr, loop.MetricsLogger.log = gated_set_lr, gated_log
 
     setting = Setting(**spec["setting"])
     run_dir = Path(spec["run_dir"])
@@ -255,7 +239,16 @@ def prorl_worker(spec: dict, gate: Gate | None = None) -> dict:
                        steps=spec["steps"], engine=spec["engine"], precision=spec.get("precision", "fp32"),
                        fast=spec.get("fast", False), extra=spec.get("prorl_set", []))
     t0 = time.perf_counter()
-    train(cfg, overwrite=True, log=lambda *a, **k: None)
+    trainer = Trainer(cfg, overwrite=True, log=lambda *a, **k: None)
+    try:
+        while not trainer.should_stop():
+            if gate is not None:
+                gate.wait_go()
+            trainer.step()
+            if gate is not None:
+                gate.done()
+    finally:
+        trainer.close()
     wall = time.perf_counter() - t0
     steps = [m for m in read_metrics(run_dir) if "timing_s/step" in m]
     batch = setting.prompts_per_step * setting.n

@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -93,8 +93,9 @@ class MarkSaver:
         self.saved: list[dict] = []
         self.first_step_s: float | None = None
 
-    def step_end(self, model: Any, tok: Any, steps: int, samples: int) -> bool:
-        """Call at a batch end; True once every mark has its checkpoint (time to stop)."""
+    def step_end(self, save: Callable[[Path], Any], steps: int, samples: int) -> bool:
+        """Call at a batch end (``save(dir)`` writes model + tokenizer); True once every mark has its
+        checkpoint (time to stop)."""
         now = time.time() - self.t0
         if self.first_step_s is None:
             self.first_step_s = now
@@ -102,8 +103,7 @@ class MarkSaver:
             if now < m * 60:
                 break
             d = self.out / f"min{m:g}"
-            model.save_pretrained(d, safe_serialization=True)
-            tok.save_pretrained(d)
+            save(d)
             self.saved.append({"minutes": m, "steps": steps, "samples": samples, "at_s": round(now, 2), "path": str(d)})
         return len(self.saved) == len(self.marks)
 
@@ -112,33 +112,30 @@ class MarkSaver:
 
 
 def prorl_worker(spec: dict) -> dict:
-    """prorl's trainer; a wrapper on ``MetricsLogger.log`` (called once per step) saves at the marks
-    and, after the last, sets ``trainer.max_minutes`` so the loop stops at once."""
+    """prorl's trainer, through the controller's callbacks: after each step the policy is saved at
+    the marks, and the run stops after the last one."""
     import torch
 
     torch.set_num_threads(1)
     from prorl.config import load_config
-    from prorl.trainer import loop
+    from prorl.trainer.controller import Trainer
 
     s = Setting(**spec["setting"])
     cfg = load_config(None, prorl_overrides(s, Path(spec["run_dir"])))
-    saver, held = MarkSaver(spec), {"samples": 0}
-    set_lr, log = loop.Actor.set_lr, loop.MetricsLogger.log
+    saver = MarkSaver(spec)
 
-    def capture_actor(self, lr: float) -> None:
-        held["actor"] = self
-        set_lr(self, lr)
+    class SaveAtMarks:
+        samples, done = 0, False
 
-    def log_and_save(self, step: int, metrics: dict) -> None:
-        log(self, step, metrics)
-        if "timing_s/step" in metrics:
-            held["samples"] += int(metrics.get("dynamic_sampling/generated_groups", s.prompts)) * s.n
-            actor = held["actor"]
-            if saver.step_end(actor.model, actor.tokenizer, step, held["samples"]):
-                cfg.trainer.max_minutes = 1e-9  # read after every step: stop (after a final checkpoint)
+        def on_step_end(self, step: int, metrics: dict) -> None:
+            self.samples += int(metrics.get("dynamic_sampling/generated_groups", s.prompts)) * s.n
+            self.done = saver.step_end(trainer.export_policy, step, self.samples)
 
-    loop.Actor.set_lr, loop.MetricsLogger.log = capture_actor, log_and_save
-    loop.train(cfg, overwrite=True, log=lambda *a, **k: None)
+        def should_stop(self) -> bool:
+            return self.done
+
+    trainer = Trainer(cfg, overwrite=True, log=lambda *a, **k: None, callbacks=[SaveAtMarks()])
+    trainer.fit()
     return saver.result(torch_threads=torch.get_num_threads())
 
 
@@ -173,7 +170,8 @@ def trl_worker(spec: dict) -> dict:
             if state.global_step % s.updates == 0:
                 batches = state.global_step // s.updates
                 threads.append(torch.get_num_threads())
-                if saver.step_end(model, tok, batches, batches * s.prompts * s.n):
+                if saver.step_end(lambda d: (model.save_pretrained(d, safe_serialization=True), tok.save_pretrained(d)),
+                                  batches, batches * s.prompts * s.n):
                     control.should_training_stop = True
 
     cfg = GRPOConfig(
