@@ -133,9 +133,12 @@ class ActorConfig:
     max_tokens_per_row: int = f(0, "padding-free update: tokens per packed row (0 = auto: one row per micro-batch with "
                                 "flash-attention varlen, the micro-batch's longest sequence with sdpa/eager, whose attention "
                                 "cost grows with the square of the row)")
-    logprob_chunk_tokens: int = f(2048, "tokens per LM-head chunk when computing log-probs/entropy: at most this many rows of "
-                                  "[tokens, vocab] fp32 logits exist at a time, forward and backward (0 = one chunk)")
-    fp32_lm_head: bool = f(False, "run the LM head (log-probs/entropy) in fp32 even when the model is bf16/fp16")
+    logprob_chunk_tokens: int = f(2048, "padding-free update (max_tokens_per_micro_batch > 0): tokens per LM-head chunk when "
+                                  "computing log-probs/entropy: at most this many rows of [tokens, vocab] fp32 logits exist "
+                                  "at a time, forward and backward (0 = one chunk); the padded layout keeps only the "
+                                  "response positions' logits")
+    fp32_lm_head: bool = f(False, "padding-free update: run the LM head (log-probs/entropy) in fp32 even when the model is "
+                                  "bf16/fp16")
     compile: bool = f(False, "torch.compile each decoder layer of the policy and the reference (inductor; on CPU it needs "
                              "a C++ compiler): fused element-wise work, 1.5-1.8x faster forward/backward for a small "
                              "model on CPU after a one-off compile of ~40 s per process (cached on disk)")
