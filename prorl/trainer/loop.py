@@ -24,7 +24,7 @@ from prorl.trainer import distributed as D
 from prorl.trainer import faults
 from prorl.trainer.actor import Actor
 from prorl.trainer.batch import empty_train_batch, make_train_batch
-from prorl.trainer.evaluate import sample_and_score, summarise_records, validation_metrics
+from prorl.trainer.evaluate import sample_and_score, summarise_records, usable_for_watchdog, validation_metrics
 from prorl.trainer.metrics import MetricsLogger, NullLogger, reduce_rank_metrics
 from prorl.trainer.rollout_step import collect, shaping_from_config
 from prorl.trainer.setup import ManualControls, check_run_dir, load_dataset_rows, prepare_run_dir, resolve_model_path
@@ -86,6 +86,11 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
         faults.point("validation")
         results = summarise_records(D.all_gather(world, records), vcfg.n)
         logger.log(step, {**validation_metrics(results, vcfg.n), "timing_s/validate": time.perf_counter() - t0})
+        usable, why = usable_for_watchdog(results, vcfg.min_scored_fraction)
+        if not usable:  # a reward outage, not a regression: no best checkpoint, trigger or rollback from it
+            logger.event(step, "validation_ignored", why)
+            log(f"step {step} validation ignored by the watchdog: {why}")
+            return results
         per_source = {ds: r["mean_score"] for ds, r in results.items() if ds != "all"}
         state.record_validation(step, per_source)
         state.check_recovery(per_source, cfg.reset.val_margin)
@@ -126,7 +131,7 @@ def train(base_cfg: Config, *, resume: bool = False, overwrite: bool = False, lo
     results: dict = {}
     if state.step == 0 and cfg.validation.at_start and cfg.validation.every and val_ex:
         results = validate(0)
-        if cfg.reset.rollback_to_best:  # the initial policy may turn out to be the best one
+        if cfg.reset.rollback_to_best and state.best_step == 0:  # the initial policy may turn out the best
             state.best_ckpt, state.best_ckpt_step = str(save(0, keep=cfg.trainer.keep_checkpoints + 1)), 0
     if latest is not None and not ckpt.load_rng_state(latest, world.rank):  # restored last: setup
         _seed_everything(seed + 1000 * world.rank + state.step)  # draws nothing; fewer ranks saved it
