@@ -92,6 +92,18 @@ def test_pass_at_k_uses_the_prompts_with_k_scored_samples_and_unscored_sources_h
     assert m["val-aux/infra_error"] == 2
 
 
+def test_eval_table_shows_missing_scores_and_the_infra_count(capsys):
+    from prorl.commands.eval import print_table
+
+    results = summarise_records([{"x": _records([[False] * 2], [[True] * 2]),
+                                  "y": _records([[True, False]], [[True, True]])}], 2)
+    print_table(results)
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.split()[0] == "x")
+    assert "n/a" in row and row.split()[-1] == "2"
+    assert "3 samples could not be scored" in out
+
+
 def _result(scored: int, infra: int) -> dict:
     return {"num_scored": scored, "infra_errors": infra}
 
