@@ -181,6 +181,9 @@ class ValidationConfig:
     temperature: float = f(0.6, "validation sampling temperature (paper: 0.6)")
     top_p: float = f(0.95, "validation nucleus sampling (paper: 0.95)")
     max_response_length: int = f(0, "validation max new tokens (0 = rollout.max_response_length)")
+    min_scored_fraction: float = f(0.9, "a validation in which a data_source has fewer of its samples scored (the rest "
+                                        "infra_error: reward outage) is logged but ignored by the best checkpoint, "
+                                        "resets and rollback")
 
 
 @dataclass
@@ -457,6 +460,7 @@ def validate(cfg: Config) -> None:
          "actor.max_tokens_per_micro_batch, max_tokens_per_row and logprob_chunk_tokens must be >= 0"),
         (cfg.trainer.total_steps >= 0, "trainer.total_steps must be >= 0"),
         (cfg.validation.n >= 1, "validation.n must be >= 1"),
+        (0 <= cfg.validation.min_scored_fraction <= 1, "validation.min_scored_fraction must be in [0, 1]"),
         (cfg.reward.num_workers >= 1, "reward.num_workers must be >= 1"),
         (cfg.reward.timeout_s > 0, "reward.timeout_s must be > 0"),
         (cfg.reward.worker_memory_mb >= 0, "reward.worker_memory_mb must be >= 0 (0 = no cap)"),

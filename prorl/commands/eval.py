@@ -107,10 +107,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_table(results: dict[str, dict]) -> None:
+    """One row per data_source; ``infra`` counts samples the reward machinery could not score
+    (left out of every score column, see :mod:`prorl.trainer.evaluate`)."""
     keys = [k for k in next(iter(results.values())) if k.startswith(("pass@", "maj@"))] if results else []
-    header = ["data_source", "prompts", *keys, "len", "trunc"]
+    header = ["data_source", "prompts", *keys, "len", "trunc", "infra"]
     print("  ".join(f"{h:>12s}" for h in header))
     for ds, r in results.items():
-        vals = [ds[-12:], str(r["num_prompts"]), *(f"{r.get(k, float('nan')):.3f}" for k in keys),
-                f"{r['mean_response_length']:.1f}", f"{r['truncation_rate']:.3f}"]
+        vals = [ds[-12:], str(r["num_prompts"]), *(_cell(r.get(k)) for k in keys),
+                f"{r['mean_response_length']:.1f}", f"{r['truncation_rate']:.3f}", str(r["infra_errors"])]
         print("  ".join(f"{v:>12s}" for v in vals))
+    lost = sum(r["infra_errors"] for ds, r in results.items() if ds != "all")
+    if lost:
+        print(f"{lost} samples could not be scored (infra_error: a reward worker died or the service was "
+              "unreachable); the score columns are over the scored samples only")
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -34,7 +34,7 @@ from prorl.trainer import distributed as D
 from prorl.trainer import faults
 from prorl.trainer.actor import Actor
 from prorl.trainer.batch import empty_train_batch, make_train_batch
-from prorl.trainer.evaluate import sample_and_score, summarise_records, validation_metrics
+from prorl.trainer.evaluate import sample_and_score, summarise_records, usable_for_watchdog, validation_metrics
 from prorl.trainer.metrics import MetricsLogger, NullLogger, reduce_rank_metrics
 from prorl.trainer.rollout_step import RewardShaping, SamplingParams, collect
 from prorl.trainer.setup import ManualControls, check_run_dir, load_dataset_rows, prepare_run_dir, resolve_model_path
@@ -113,7 +113,7 @@ class Trainer:
         try:
             if self.state.step == 0 and cfg.validation.at_start and cfg.validation.every and self.val_examples:
                 self.validate()
-                if cfg.reset.rollback_to_best:  # the initial policy may turn out to be the best one
+                if cfg.reset.rollback_to_best and self.state.best_step == 0:  # the initial policy may be the best
                     self.save(keep=cfg.trainer.keep_checkpoints + 1)
             self._restore_rng()
             self._t_start = time.perf_counter()
@@ -233,15 +233,24 @@ class Trainer:
         faults.point("validation")
         results = summarise_records(D.all_gather(self.world, records), vcfg.n)
         self.logger.log(step, {**validation_metrics(results, vcfg.n), "timing_s/validate": time.perf_counter() - t0})
-        per_source = {ds: r["mean_score"] for ds, r in results.items() if ds != "all"}
-        self.state.record_validation(step, per_source)
-        self.state.check_recovery(per_source, self.cfg.reset.val_margin)
-        self.log(f"step {step} validation: " + ", ".join(f"{ds} {v:.3f}" for ds, v in per_source.items()))
         self.results = results
+        usable, why = usable_for_watchdog(results, vcfg.min_scored_fraction)
+        if not usable:  # a reward outage, not a regression: no best checkpoint, trigger or rollback from it
+            self.logger.event(step, "validation_ignored", why)
+            self.log(f"step {step} validation ignored by the watchdog: {why}")
+        else:
+            self._watch(step, results)
         for cb in self.callbacks:
             if hasattr(cb, "on_validation"):
                 cb.on_validation(step, results)
         return results
+
+    def _watch(self, step: int, results: dict) -> None:
+        """Feed a usable validation to the watchdog: history, best score, recovery after a rollback."""
+        per_source = {ds: r["mean_score"] for ds, r in results.items() if ds != "all"}
+        self.state.record_validation(step, per_source)
+        self.state.check_recovery(per_source, self.cfg.reset.val_margin)
+        self.log(f"step {step} validation: " + ", ".join(f"{ds} {v:.3f}" for ds, v in per_source.items()))
 
     def reset(self, cause: str, *, step: int | None = None) -> None:
         """ProRL's hard reset (what ``reset.reset_reference`` / ``reset_optimizer`` say), after a

@@ -23,6 +23,7 @@ def test_eval_builtin_writes_passk_json_and_plot(tmp_path, capsys):
         assert r["samples_per_prompt"] == 4
         assert 0.0 <= r["pass@1"] <= r["pass@2"] <= r["pass@4"] <= 1.0
         assert "maj@4" in r and 0 <= r["truncation_rate"] <= 1
+        assert r["infra_errors"] == 0 and r["num_scored"] == 4 * r["num_prompts"]
     assert res["builtin/add"]["num_prompts"] == 12
     # the warm start is right some of the time, not always: pass@1 strictly inside (0, 1)
     assert 0.0 < res["all"]["pass@1"] < 1.0
