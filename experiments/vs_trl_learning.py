@@ -4,9 +4,10 @@ Warm start ``prorl/assets/chain-warmstart``; training prompts: the built-in coun
 (train split, exactly the rows prorl's own setup builds, written to ``OUT/train.jsonl`` for TRL);
 scored on both sides by prorl's verifier ``prorl.verifiers.builtin.verify_builtin``. Shared
 hyper-parameters: 16 prompts x 8 samples per batch, temperature 1.2, top-p 1, at most 32 new
-tokens, AdamW lr 2e-4 constant (weight decay 0.01, grad clip 1), KL beta 1e-3 (k3), clip 0.2 / 0.4,
-token-level loss (TRL ``loss_type="dapo"``), group-std advantages, 2 optimizer updates of 64 samples
-per batch (prorl: train_batch_size 16, ppo_mini_batch_size 8; TRL: per_device_train_batch_size 64,
+tokens, AdamW lr 2e-4 constant (weight decay 0.01, grad clip 1), KL beta 1e-3 (k3), clip 0.2 / 0.4
+without a dual clip (TRL's default ``delta=None``; prorl ``algo.clip_ratio_c=none``), token-level loss
+(TRL ``loss_type="dapo"``), group-std advantages, 2 optimizer updates of 64 samples per batch
+(prorl: train_batch_size 16, ppo_mini_batch_size 8; TRL: per_device_train_batch_size 64,
 steps_per_generation 2, num_iterations 1, so TRL's old log-probs and clipping apply to the second
 update too), one torch thread per arm. prorl keeps its recipe's dynamic sampling (up to 4
 generation rounds to fill a batch with groups whose rewards differ); TRL has no equivalent. No
@@ -74,8 +75,9 @@ def prorl_overrides(s: Setting, run_dir: Path) -> list[str]:
         f"model.path={WARM}", f"data.builtin_tasks=[{', '.join(TRAIN_LEVELS)}]", f"data.builtin_train_size={s.train_size}",
         "data.builtin_val_size=64", "data.max_prompt_length=64", f"rollout.n={s.n}", f"rollout.temperature={s.temperature}",
         "rollout.top_p=1.0", f"rollout.max_response_length={s.max_new_tokens}", f"algo.kl_coef={s.beta}",
-        "algo.kl_estimator=k3", f"algo.eps_low={s.eps_low}", f"algo.eps_high={s.eps_high}", "algo.loss_agg_mode=token-mean",
-        "algo.entropy_coef=0.0", "algo.dynamic_sampling=true", "algo.max_gen_rounds=4", f"actor.lr={s.lr}",
+        "algo.kl_estimator=k3", f"algo.eps_low={s.eps_low}", f"algo.eps_high={s.eps_high}", "algo.clip_ratio_c=none",
+        "algo.loss_agg_mode=token-mean", "algo.entropy_coef=0.0", "algo.dynamic_sampling=true", "algo.max_gen_rounds=4",
+        f"actor.lr={s.lr}",
         "actor.lr_warmup_steps=0", f"actor.weight_decay={s.weight_decay}", f"actor.grad_clip={s.grad_clip}",
         f"actor.train_batch_size={s.prompts}", f"actor.ppo_mini_batch_size={s.prompts // s.updates}", "actor.ppo_epochs=1",
         f"actor.micro_batch_size={s.prompts * s.n}", "validation.every=0", "validation.at_start=false",

@@ -92,11 +92,14 @@ class RolloutConfig:
 class AlgoConfig:
     eps_low: float = f(0.2, "lower clip range: ratio clipped at 1 - eps_low")
     eps_high: float = f(0.4, "upper clip range (DAPO clip-higher): ratio clipped at 1 + eps_high")
+    clip_ratio_c: float | None = f(3.0, "clip: verl's dual clip (arXiv:1912.09729; verl's default 3): for A < 0 the per-token "
+                                        "loss is capped at -A * clip_ratio_c, bounding the push-down of tokens whose ratio "
+                                        "grew large (gradient 0 there); must be > 1; none/null = no dual clip")
     loss_agg_mode: str = f("token-mean", "loss aggregation", choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
     adv_estimator: str = f("grpo", "advantage estimator: grpo (reward minus group mean, over group std) | "
                                    "reinforce_pp_baseline (ProRL v2: reward minus group mean, over the std of the whole batch)")
     norm_adv_by_std: bool = f(True, "divide group-centred rewards by the std (grpo: the group's; reinforce_pp_baseline: the batch's)")
-    policy_loss: str = f("clip", "policy loss: clip (PPO clip with decoupled eps_low / eps_high) | cispo (ScaleRL / MiniMax-M1: "
+    policy_loss: str = f("clip", "policy loss: clip (PPO clip with decoupled eps_low / eps_high, dual clip clip_ratio_c) | cispo (ScaleRL / MiniMax-M1: "
                                  "-sg(min(ratio, 1 + cispo_eps_max)) * A * logp, every token keeps its gradient)")
     cispo_eps_max: float = f(4.0, "cispo: the importance weight is truncated at 1 + cispo_eps_max (4 = TRL's ScaleRL cap of 5)")
     kl_coef: float = f(1e-4, "beta of the KL penalty to the reference policy; 0 skips the reference model")
@@ -274,6 +277,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return {_coerce(k, k_tp, key): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
+        if type(None) in typing.get_args(tp) and (value is None or str(value).strip().lower() in ("none", "null")):
+            return None  # YAML null, or none typed on the command line (YAML reads it as a string)
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg, key)
@@ -434,6 +439,8 @@ def validate(cfg: Config) -> None:
         (r.max_response_length >= 1, "rollout.max_response_length must be >= 1"),
         (t.eps_low >= 0 and t.eps_high >= 0, "algo.eps_low / eps_high must be >= 0"),
         (t.eps_low < 1, "algo.eps_low must be < 1 (the ratio is clipped at 1 - eps_low)"),
+        (t.clip_ratio_c is None or t.clip_ratio_c > 1, f"algo.clip_ratio_c must be > 1 (the dual clip caps the loss of "
+         f"A < 0 tokens at -A * clip_ratio_c; verl requires > 1), or none to turn it off; got {t.clip_ratio_c}"),
         (t.kl_coef >= 0, "algo.kl_coef must be >= 0"),
         (t.max_gen_rounds >= 1, "algo.max_gen_rounds must be >= 1"),
         (r.engine == "vllm" or (t.rollout_correction == "none" and not t.use_rollout_logprobs_as_old),

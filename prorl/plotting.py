@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,11 +55,27 @@ TRAIN_PANELS: list[Panel] = [
     ),
     Panel(
         "Clip fractions",
-        [("actor/pg_clipfrac", "pg_clipfrac (either side)"), ("actor/pg_clipfrac_higher", "pg_clipfrac_higher (r > 1+eps_high, A > 0)"), ("actor/pg_clipfrac_lower", "pg_clipfrac_lower (r < 1-eps_low, A < 0)")],
+        [("actor/pg_clipfrac", "pg_clipfrac (either side)"),
+         ("actor/pg_clipfrac_higher", "pg_clipfrac_higher (r > 1+eps_high, A > 0)"),
+         ("actor/pg_clipfrac_below_low_bound", "pg_clipfrac_below_low_bound (r < 1-eps_low, A < 0)"),
+         ("actor/pg_clipfrac_lower", "pg_clipfrac_lower (dual clip: r > clip_ratio_c, A < 0)")],
         "fraction",
     ),
     Panel("Dynamic sampling", [("dynamic_sampling/kept_groups", "kept groups")], "groups"),
 ]
+
+
+LEGACY_CLIPFRAC_LOWER = "pg_clipfrac_lower (old meaning: r < 1-eps_low, A < 0)"
+
+
+def _train_panels(records: Sequence[dict]) -> list[Panel]:
+    """TRAIN_PANELS, except for runs logged before ``actor/pg_clipfrac_below_low_bound`` existed (no
+    record has it): their ``actor/pg_clipfrac_lower`` held that meaning, not verl's dual-clip one,
+    and is labelled so."""
+    if any("actor/pg_clipfrac_below_low_bound" in r for r in records):
+        return list(TRAIN_PANELS)
+    return [replace(p, series=[(k, LEGACY_CLIPFRAC_LOWER if k == "actor/pg_clipfrac_lower" else label)
+                               for k, label in p.series]) for p in TRAIN_PANELS]
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -171,7 +187,7 @@ def draw_events(ax, events: Sequence[dict]) -> int:
 
 def build_run_figure(records: Sequence[dict], events: Sequence[dict], title: str = "") -> Figure:
     """The dashboard figure: one panel per metric group with data, events on every panel."""
-    panels = list(TRAIN_PANELS)
+    panels = _train_panels(records)
     vp = _val_panel(records)
     if vp is not None:
         panels.append(vp)

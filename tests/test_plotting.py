@@ -35,7 +35,8 @@ def _write_run(run: Path, steps: int = 120, partial_tail: bool = True, val: bool
                 "actor/ppo_kl": 1e-3 * (1 + math.cos(s)),
                 "actor/kl_loss": 0.02 * (s % 60) / 60,
                 "actor/pg_clipfrac": 0.01,
-                "actor/pg_clipfrac_lower": 0.002,
+                "actor/pg_clipfrac_lower": 0.0005,
+                "actor/pg_clipfrac_below_low_bound": 0.002,
                 "response_length/mean": 300 + s,
                 "response_length/max": 1024,
                 "response_length/clip_ratio": 0.05,
@@ -99,6 +100,19 @@ def test_plot_run_writes_png_with_events_on_every_panel(tmp_path):
     # the truncation ratio is on the response-length panel's twin axis, in the legend
     rl = axes[3]
     assert any(t.get_text().startswith("truncation ratio") for t in rl.get_legend().get_texts())
+    # both lower-side clip fractions, each under its own meaning
+    clip = [t.get_text() for t in axes[4].get_legend().get_texts()]
+    assert any(t.startswith("pg_clipfrac_below_low_bound (r < 1-eps_low, A < 0)") for t in clip)
+    assert any(t.startswith("pg_clipfrac_lower (dual clip: r > clip_ratio_c, A < 0)") for t in clip)
+
+
+def test_runs_logged_before_the_rename_keep_the_old_meaning_of_clipfrac_lower():
+    # before pg_clipfrac_below_low_bound existed, pg_clipfrac_lower held r < 1-eps_low (not the dual clip)
+    old = [{"step": s, "actor/pg_clipfrac": 0.01, "actor/pg_clipfrac_lower": 0.004} for s in range(1, 4)]
+    ax = next(a for a in plotting.build_run_figure(old, []).axes if a.get_title() == "Clip fractions")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(lab.startswith(plotting.LEGACY_CLIPFRAC_LOWER) for lab in labels)
+    assert not any("dual clip" in lab for lab in labels)
 
 
 def test_plot_run_skips_missing_metrics_and_handles_empty_run(tmp_path):

@@ -131,8 +131,12 @@ def summarise_run(rd: Path) -> dict:
     metrics = read_metrics(rd)
     curves: dict[str, dict[int, float]] = {}
     for key in ("critic/score/mean", "actor/entropy", "actor/kl_loss", "actor/pg_clipfrac", "actor/pg_clipfrac_higher",
-                "actor/pg_clipfrac_lower", "response_length/mean", "response_length/clip_ratio"):
+                "actor/pg_clipfrac_below_low_bound", "actor/pg_clipfrac_lower", "response_length/mean",
+                "response_length/clip_ratio"):
         curves[key] = {m["step"]: m[key] for m in metrics if key in m}
+    if not curves["actor/pg_clipfrac_below_low_bound"]:  # logged before the rename: pg_clipfrac_lower then meant
+        curves["actor/pg_clipfrac_below_low_bound"] = curves["actor/pg_clipfrac_lower"]  # r < 1 - eps_low, A < 0,
+        curves["actor/pg_clipfrac_lower"] = {}  # not verl's dual clip
     curves["val"] = val_curve(metrics)
     for m in metrics:
         for k, v in m.items():
@@ -157,7 +161,9 @@ def summarise_run(rd: Path) -> dict:
             "score_start": statistics.mean(curves["critic/score/mean"][s] for s in sorted(curves["critic/score/mean"])[:5]),
             "score_end": tail("critic/score/mean"), "entropy_end": tail("actor/entropy"),
             "entropy_mean": mean("actor/entropy"), "clipfrac_mean": mean("actor/pg_clipfrac"),
-            "clipfrac_higher_mean": mean("actor/pg_clipfrac_higher"), "clipfrac_lower_mean": mean("actor/pg_clipfrac_lower"),
+            "clipfrac_higher_mean": mean("actor/pg_clipfrac_higher"),
+            "clipfrac_below_low_bound_mean": mean("actor/pg_clipfrac_below_low_bound"),
+            "clipfrac_dual_mean": mean("actor/pg_clipfrac_lower"),  # verl's pg_clipfrac_lower: the dual clip is active
             "length_end": tail("response_length/mean"), "truncated_end": tail("response_length/clip_ratio"),
             "truncated_max": max(curves["response_length/clip_ratio"].values(), default=None),
             "steps": max(curves["critic/score/mean"], default=0)}

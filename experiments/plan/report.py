@@ -30,7 +30,8 @@ EXTRA = {
     "temperature": [("reward, first 5 steps", "score_start", ".3f"), ("reward, last 5 steps", "score_end", ".3f"),
                     ("entropy at end", "entropy_end", ".3f"), ("clip fraction (mean)", "clipfrac_mean", ".4f")],
     "clip": [("entropy (mean)", "entropy_mean", ".3f"), ("entropy at end", "entropy_end", ".3f"),
-             ("clipped low (mean)", "clipfrac_lower_mean", ".4f"), ("clipped high (mean)", "clipfrac_higher_mean", ".4f")],
+             ("clipped low (mean)", "clipfrac_below_low_bound_mean", ".4f"),
+             ("clipped high (mean)", "clipfrac_higher_mean", ".4f")],
     "reset_plateau": [("plateau / branch step", "plateau_or_branch", ".0f"),
                       ("val after the plateau (mean)", "val_after_plateau", ".3f"), ("best val", "val_best", ".3f"),
                       ("entropy at end", "entropy_end", ".3f")],
@@ -67,6 +68,10 @@ def _value(run: dict, key: str) -> float | None:
         return statistics.mean(after) if after else None
     if key == "n_resets":
         return float(len(run.get("resets", [])))
+    if key == "clipfrac_below_low_bound_mean" and key not in run:
+        # results.json written before the rename stored this meaning (r < 1 - eps_low, A < 0) as
+        # clipfrac_lower_mean; pg_clipfrac_lower now is verl's dual-clip fraction (clipfrac_dual_mean)
+        return run.get("clipfrac_lower_mean")
     return run.get(key)
 
 

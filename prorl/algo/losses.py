@@ -57,11 +57,15 @@ def aggregate_loss(
 
 @dataclass
 class PolicyLossOutput:
+    """The aggregated loss and its statistics, each a fraction of the counted tokens (verl's names
+    in brackets; the actor logs them as ``actor/<name>``)."""
+
     loss: torch.Tensor  # [] aggregated loss (differentiable)
-    clipfrac: torch.Tensor  # [] fraction of counted tokens whose gradient the clip / truncation changed
-    clipfrac_high: torch.Tensor  # [] ... on the upper side (ratio above the upper bound)
-    clipfrac_lower: torch.Tensor  # [] ... on the lower side (verl's pg_clipfrac_lower)
-    approx_kl: torch.Tensor  # [] mean(old_logp - logp) over counted tokens (verl's ppo_kl)
+    clipfrac: torch.Tensor  # [] the PPO clip / truncation is the active term (pg_clipfrac; not the dual clip)
+    clipfrac_high: torch.Tensor  # [] ... on the upper side: ratio above 1 + eps_high, A > 0 (pg_clipfrac_higher)
+    clipfrac_lower: torch.Tensor  # [] the dual clip caps the loss at -A * clip_ratio_c, A < 0 (pg_clipfrac_lower)
+    clipfrac_below_low_bound: torch.Tensor  # [] ratio below 1 - eps_low, A < 0 (pg_clipfrac_below_low_bound)
+    approx_kl: torch.Tensor  # [] mean(old_logp - logp) over counted tokens (ppo_kl)
 
 
 PolicyLossFn = Callable[..., PolicyLossOutput]
@@ -122,22 +126,24 @@ def _finish(
     agg_mode: str,
     rollout_is_weights: torch.Tensor | None,  # [B, T]
     log_ratio: torch.Tensor,  # [B, T]
-    clipped: torch.Tensor,  # [B, T] bool indicators ...
+    clipped: torch.Tensor,  # [B, T] bool indicators, in PolicyLossOutput's order ...
     high: torch.Tensor,
-    low: torch.Tensor,  # ... averaged over counted tokens
+    dual: torch.Tensor,
+    below_low: torch.Tensor,  # ... averaged over counted tokens
 ) -> PolicyLossOutput:
-    """Weight by the mismatch correction, aggregate, and average the clip indicators over tokens."""
+    """Weight by the mismatch correction, aggregate, and average the clip indicators over tokens.
+    The weights multiply the already clipped per-token loss (verl's order)."""
     if rollout_is_weights is not None:
         loss_mat = loss_mat * rollout_is_weights.detach().to(loss_mat.dtype)
     with torch.no_grad():
         m = mask.to(log_ratio.dtype)
         n_tok = m.sum().clamp(min=1.0)
-        stats = [(x.to(m.dtype) * m).sum() / n_tok for x in (clipped, high, low)]
+        stats = [(x.to(m.dtype) * m).sum() / n_tok for x in (clipped, high, dual, below_low)]
         stats.append((-log_ratio * m).sum() / n_tok)
     return PolicyLossOutput(aggregate_loss(loss_mat, mask, agg_mode), *stats)
 
 
-@register_policy_loss("clip", hyper={"eps_low": "eps_low", "eps_high": "eps_high"})
+@register_policy_loss("clip", hyper={"eps_low": "eps_low", "eps_high": "eps_high", "clip_ratio_c": "clip_ratio_c"})
 def clip_policy_loss(
     logp: torch.Tensor,  # [B, T] current policy log-probs of the sampled tokens
     old_logp: torch.Tensor,  # [B, T] log-probs under the policy that sampled them
@@ -148,20 +154,38 @@ def clip_policy_loss(
     rollout_is_weights: torch.Tensor | None = None,  # [B, T] detached
     eps_low: float = 0.2,
     eps_high: float = 0.4,
+    clip_ratio_c: float | None = 3.0,
 ) -> PolicyLossOutput:
-    """PPO clipped surrogate with decoupled bounds (DAPO clip-higher):
-    ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)`` per token, then aggregated.
-    clipfrac: tokens where the clipped term is the active one (their gradient is 0); high: r > 1 +
-    eps_high with A > 0; lower: r < 1 - eps_low with A < 0."""
+    """PPO clipped surrogate with decoupled bounds (DAPO clip-higher) and verl's dual clip
+    (Ye et al. 2019, arXiv:1912.09729), per token, then weighted and aggregated::
+
+        l = max(-r A, -clip(r, 1 - eps_low, 1 + eps_high) A)
+        l = min(l, -A c)  where A < 0           (c = clip_ratio_c; None: no dual clip)
+
+    For A < 0 the plain clip leaves -r A unbounded as r grows; the dual clip caps it at -A c (its
+    gradient is then 0), as verl's ``compute_policy_loss_vanilla``. The cap acts on the loss of the
+    ratio before any ``rollout_is_weights``. clipfrac: the PPO clip is active (verl's pg_clipfrac,
+    the dual clip not included); high: r > 1 + eps_high with A > 0; lower: the dual clip is active
+    (verl's pg_clipfrac_lower); below_low_bound: r < 1 - eps_low with A < 0.
+    """
+    if clip_ratio_c is not None and not clip_ratio_c > 1.0:
+        raise ValueError(f"clip_ratio_c must be > 1 (the dual clip's cap on the ratio) or None, got {clip_ratio_c}")
     adv, log_ratio, ratio = _prepare(logp, old_logp, advantages)
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
     loss_mat = torch.maximum(unclipped, clipped)  # [B, T]
+    negative = adv < 0
+    if clip_ratio_c is None:
+        dual = torch.zeros_like(negative)
+    else:
+        cap = -adv * clip_ratio_c  # [B, T]
+        dual = (loss_mat > cap) & negative  # computed before the cap, as verl
+        loss_mat = torch.where(negative, torch.minimum(loss_mat, cap), loss_mat)
     with torch.no_grad():
         is_clipped = clipped > unclipped
         high = (ratio > 1.0 + eps_high) & (adv > 0)
-        low = (ratio < 1.0 - eps_low) & (adv < 0)
-    return _finish(loss_mat, mask, agg_mode, rollout_is_weights, log_ratio, is_clipped, high, low)
+        below_low = (ratio < 1.0 - eps_low) & negative
+    return _finish(loss_mat, mask, agg_mode, rollout_is_weights, log_ratio, is_clipped, high, dual, below_low)
 
 
 @register_policy_loss("cispo", hyper={"eps_max": "cispo_eps_max"})
@@ -182,12 +206,13 @@ def cispo_policy_loss(
     (PPO's clip instead zeroes the gradient of clipped tokens). ``eps_max = 4`` caps the weight
     at 5, TRL's ScaleRL setting (``loss_type="cispo", epsilon_high=5.0``, which caps at epsilon_high).
     clipfrac = clipfrac_high: tokens with r > 1 + eps_max and A != 0 (their weight was truncated);
-    clipfrac_lower is 0 (no lower bound).
+    clipfrac_lower (no dual clip; verl's cispo also logs 0) and clipfrac_below_low_bound (no lower
+    bound) are 0.
     """
     adv, log_ratio, ratio = _prepare(logp, old_logp, advantages)
     weight = ratio.detach().clamp(max=1.0 + eps_max)  # [B, T] sg(min(r, 1 + eps_max))
     loss_mat = -weight * adv * logp
     with torch.no_grad():
         truncated = (ratio > 1.0 + eps_max) & (adv != 0)
-    return _finish(loss_mat, mask, agg_mode, rollout_is_weights, log_ratio, truncated, truncated,
-                   torch.zeros_like(truncated))
+    none = torch.zeros_like(truncated)
+    return _finish(loss_mat, mask, agg_mode, rollout_is_weights, log_ratio, truncated, truncated, none, none)

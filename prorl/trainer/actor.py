@@ -241,7 +241,8 @@ class Actor:
             _add(stats, "actor/pg_loss", pl.loss.item(), weight)
             _add(stats, "actor/pg_clipfrac", pl.clipfrac.item(), weight)
             _add(stats, "actor/pg_clipfrac_higher", pl.clipfrac_high.item(), weight)
-            _add(stats, "actor/pg_clipfrac_lower", pl.clipfrac_lower.item(), weight)
+            _add(stats, "actor/pg_clipfrac_lower", pl.clipfrac_lower.item(), weight)  # verl's: the dual clip is active
+            _add(stats, "actor/pg_clipfrac_below_low_bound", pl.clipfrac_below_low_bound.item(), weight)
             _add(stats, "actor/ppo_kl", pl.approx_kl.item(), weight)
             _add(stats, "actor/entropy", masked_mean(ent.detach(), mask).item(), weight)
         grad_norm = self._clip_grad_norm(actor.grad_clip)

@@ -78,23 +78,29 @@ def _val(x) -> float:
     return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
 
 
-def ref_token_loss(lp, olp, a, eps_low, eps_high):
-    """-min(r A, clip(r) A) for one token; lp/olp may be floats or torch scalars."""
+def ref_token_loss(lp, olp, a, eps_low, eps_high, c=3.0):
+    """-min(r A, clip(r) A) for one token, then capped at -A c when A < 0 (dual clip; c None: no cap);
+    lp/olp may be floats or torch scalars."""
     lr = lp - olp
     r = torch.exp(lr) if isinstance(lr, torch.Tensor) else math.exp(lr)
     lo, hi = 1.0 - eps_low, 1.0 + eps_high
     r_clip = r if lo <= _val(r) <= hi else (r * 0 + (lo if _val(r) < lo else hi))  # constant: no gradient
     obj_unclipped, obj_clipped = r * a, r_clip * a
-    return -(obj_unclipped if _val(obj_unclipped) <= _val(obj_clipped) else obj_clipped)
+    loss = -(obj_unclipped if _val(obj_unclipped) <= _val(obj_clipped) else obj_clipped)
+    if c is not None and a < 0 and _val(loss) > -a * c:
+        loss = loss * 0 + (-a * c)  # a constant: no gradient
+    return loss
 
 
-def ref_policy_loss(logp, old, adv, mask, eps_low, eps_high, mode):
-    """Looped policy loss over torch scalars (autograd flows through ``logp``) plus its statistics."""
+def ref_policy_loss(logp, old, adv, mask, eps_low, eps_high, mode, c=3.0):
+    """Looped policy loss over torch scalars (autograd flows through ``logp``) plus its statistics:
+    loss, clipfrac, high, dual (the dual clip is active), below_low (r < 1 - eps_low, A < 0), kl."""
     B, T = logp.shape
-    loss = [[ref_token_loss(logp[b, t], old[b, t], float(adv[b]), eps_low, eps_high) for t in range(T)] for b in range(B)]
+    loss = [[ref_token_loss(logp[b, t], old[b, t], float(adv[b]), eps_low, eps_high, c) for t in range(T)]
+            for b in range(B)]
     m = mask.tolist()
     logp_v = logp.detach()
-    clipped = high = low = kl = 0.0
+    clipped = high = low = dual = kl = 0.0
     n = 0
     for b in range(B):
         for t in range(T):
@@ -106,9 +112,10 @@ def ref_policy_loss(logp, old, adv, mask, eps_low, eps_high, mode):
             high += a > 0 and r > 1 + eps_high
             low += a < 0 and r < 1 - eps_low
             clipped += (a > 0 and r > 1 + eps_high) or (a < 0 and r < 1 - eps_low)
+            dual += c is not None and a < 0 and r > c  # -A r > -A c
             kl += float(old[b, t]) - float(logp_v[b, t])
     n = max(n, 1)
-    return ref_aggregate(loss, m, mode), clipped / n, high / n, low / n, kl / n
+    return ref_aggregate(loss, m, mode), clipped / n, high / n, dual / n, low / n, kl / n
 
 
 def random_batch(B: int, T: int, seed: int, dtype=torch.float64):
@@ -249,7 +256,7 @@ def _one_token(ratio: float, adv: float, **kw):
         (0.7999, -1.0, 0.8, True, "low"),  # outside: -min(-.7999, -.8) = .8, no gradient
         (0.5, -3.0, 2.4, True, "low"),  # -min(-1.5, -2.4) = 2.4
         (1.4001, -1.0, 1.4001, False, None),  # above 1 + eps_high but A < 0: -min(-1.4001, -1.4) kept
-        (3.0, -1.0, 3.0, False, None),
+        (2.999, -1.0, 2.999, False, None),  # just under the dual clip's cap -A c = 3 (test_dual_clip.py: above it)
         # A = 0: nothing, never counted as clipped
         (5.0, 0.0, 0.0, False, None),
     ],
@@ -259,7 +266,8 @@ def test_clip_boundaries(ratio, adv, loss, clipped, side):
     assert out.loss.item() == pytest.approx(loss, abs=1e-9)
     assert float(out.clipfrac) == float(clipped)
     assert float(out.clipfrac_high) == float(side == "high")
-    assert float(out.clipfrac_lower) == float(side == "low")
+    assert float(out.clipfrac_below_low_bound) == float(side == "low")
+    assert float(out.clipfrac_lower) == 0.0  # r <= 3 = clip_ratio_c: the dual clip never bites here
     # d/dlogp of -A r = -A r (unclipped); 0 when the clip is active
     assert grad == pytest.approx(0.0 if clipped else -adv * ratio, abs=1e-9)
     assert float(out.approx_kl) == pytest.approx(-math.log(ratio), abs=1e-12)
@@ -273,7 +281,8 @@ def test_decoupled_eps_low_high():
     neg = policy_loss(logp, old, torch.tensor([-1.0], dtype=torch.float64), mask, eps_low=0.1, eps_high=0.5)
     # token0: r=.85 >= .9? no -> clipped to .9: loss .9 ; token1: r=1.45, A<0: 1.45 ; mean 1.175
     assert neg.loss.item() == pytest.approx(1.175)
-    assert float(neg.clipfrac_lower) == 0.5 and float(neg.clipfrac_high) == 0.0
+    assert float(neg.clipfrac_below_low_bound) == 0.5 and float(neg.clipfrac_high) == 0.0
+    assert float(neg.clipfrac_lower) == 0.0  # ratios below clip_ratio_c: no dual clip
     pos = policy_loss(logp, old, torch.tensor([1.0], dtype=torch.float64), mask, eps_low=0.1, eps_high=0.5)
     # A>0: token0 -.85 ; token1 r=1.45 < 1.5 not clipped: -1.45 ; mean -1.15
     assert pos.loss.item() == pytest.approx(-1.15)
@@ -295,19 +304,21 @@ def test_per_token_advantages_accepted():
 @pytest.mark.parametrize("mode", AGG_MODES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("eps", [(0.2, 0.4), (0.2, 0.2), (0.1, 0.28)])
-def test_policy_loss_matches_looped_reference(mode, shape, eps):
+@pytest.mark.parametrize("c", [3.0, 1.2, None])  # 1.2: ratios e^{N(0, .4)} pass it often, so the dual clip bites
+def test_policy_loss_matches_looped_reference(mode, shape, eps, c):
     B, T = shape
     logp, old, adv, mask = random_batch(B, T, seed=B * 100 + T)
     lp = logp.clone().requires_grad_(True)
-    out = policy_loss(lp, old, adv, mask, eps_low=eps[0], eps_high=eps[1], agg_mode=mode)
+    out = policy_loss(lp, old, adv, mask, eps_low=eps[0], eps_high=eps[1], clip_ratio_c=c, agg_mode=mode)
     out.loss.backward()
 
     lp_ref = logp.clone().requires_grad_(True)
-    ref_loss, clipfrac, high, low, kl = ref_policy_loss(lp_ref, old, adv, mask, eps[0], eps[1], mode)
+    ref_loss, clipfrac, high, dual, low, kl = ref_policy_loss(lp_ref, old, adv, mask, eps[0], eps[1], mode, c)
     assert out.loss.item() == pytest.approx(_val(ref_loss), rel=1e-9, abs=1e-12)
     assert float(out.clipfrac) == pytest.approx(clipfrac)
     assert float(out.clipfrac_high) == pytest.approx(high)
-    assert float(out.clipfrac_lower) == pytest.approx(low)
+    assert float(out.clipfrac_lower) == pytest.approx(dual)
+    assert float(out.clipfrac_below_low_bound) == pytest.approx(low)
     assert float(out.approx_kl) == pytest.approx(kl, rel=1e-9, abs=1e-12)
     if isinstance(ref_loss, torch.Tensor) and ref_loss.requires_grad:
         ref_loss.backward()
@@ -317,7 +328,8 @@ def test_policy_loss_matches_looped_reference(mode, shape, eps):
 
 
 def test_policy_loss_gradient_analytic_token_mean():
-    # d loss / d logp[b,t] = -A_b r_bt / N on unclipped, unmasked tokens; 0 elsewhere
+    # d loss / d logp[b,t] = -A_b r_bt / N on unclipped, unmasked tokens; 0 elsewhere (also where
+    # the dual clip caps an A < 0 token with r > clip_ratio_c = 3)
     logp, old, adv, mask = random_batch(6, 9, seed=11)
     lp = logp.clone().requires_grad_(True)
     policy_loss(lp, old, adv, mask, eps_low=0.2, eps_high=0.4).loss.backward()
@@ -327,7 +339,7 @@ def test_policy_loss_gradient_analytic_token_mean():
         for t in range(9):
             r = math.exp(float(logp[b, t] - old[b, t]))
             a = float(adv[b])
-            active = (a > 0 and r > 1.4) or (a < 0 and r < 0.8)
+            active = (a > 0 and r > 1.4) or (a < 0 and (r < 0.8 or r > 3.0))
             if mask[b, t] and not active:
                 want[b, t] = -a * r / n
     torch.testing.assert_close(lp.grad, want, atol=1e-12, rtol=1e-9)
@@ -349,7 +361,7 @@ def test_masked_tokens_do_not_contribute(mode):
         out.loss.backward()
         outs.append(out)
         grads.append(lp.grad)
-    for field in ("loss", "clipfrac", "clipfrac_high", "clipfrac_lower", "approx_kl"):
+    for field in ("loss", "clipfrac", "clipfrac_high", "clipfrac_lower", "clipfrac_below_low_bound", "approx_kl"):
         assert _val(getattr(outs[0], field)) == pytest.approx(_val(getattr(outs[1], field)), rel=1e-12, abs=1e-15)
     torch.testing.assert_close(grads[0], grads[1])
     assert torch.count_nonzero(grads[0][mask == 0]) == 0

@@ -115,10 +115,16 @@ def test_a_new_loss_is_one_function_and_gets_its_hyper_parameters_from_the_confi
 def test_make_policy_loss_binds_the_algo_config():
     logp, old, adv, mask = random_batch(4, 6, seed=1, spread=1.0)
     clip_cfg = AlgoConfig(eps_low=0.1, eps_high=0.3, loss_agg_mode="seq-mean-token-sum")
-    assert policy_loss_hyper(clip_cfg) == {"eps_low": 0.1, "eps_high": 0.3}
+    assert policy_loss_hyper(clip_cfg) == {"eps_low": 0.1, "eps_high": 0.3, "clip_ratio_c": 3.0}
     got = make_policy_loss(clip_cfg)(logp, old, adv, mask)
     want = clip_policy_loss(logp, old, adv, mask, eps_low=0.1, eps_high=0.3, agg_mode="seq-mean-token-sum")
     assert got.loss.item() == want.loss.item() and got.clipfrac.item() == want.clipfrac.item()
+    for c in (None, 1.1):  # the dual clip's setting reaches the loss (spread 1: some A < 0 ratios exceed 1.1)
+        bound = make_policy_loss(AlgoConfig(clip_ratio_c=c))(logp, old, adv, mask)
+        want = clip_policy_loss(logp, old, adv, mask, eps_low=0.2, eps_high=0.4, clip_ratio_c=c)
+        assert bound.loss.item() == want.loss.item() and bound.clipfrac_lower.item() == want.clipfrac_lower.item()
+    assert make_policy_loss(AlgoConfig(clip_ratio_c=1.1))(logp, old, adv, mask).clipfrac_lower.item() > 0
+    assert make_policy_loss(AlgoConfig(clip_ratio_c=None))(logp, old, adv, mask).clipfrac_lower.item() == 0
     cispo_cfg = AlgoConfig(policy_loss="cispo", cispo_eps_max=0.5, loss_agg_mode="seq-mean-token-mean")
     assert policy_loss_hyper(cispo_cfg) == {"eps_max": 0.5}
     got = make_policy_loss(cispo_cfg)(logp, old, adv, mask)
@@ -154,7 +160,7 @@ def test_cispo_hand_computed(ratio, adv, loss, grad, truncated):
     assert out.loss.item() == pytest.approx(loss, abs=1e-6)
     assert g == pytest.approx(grad, abs=1e-9)
     assert float(out.clipfrac) == float(out.clipfrac_high) == float(truncated)
-    assert float(out.clipfrac_lower) == 0.0
+    assert float(out.clipfrac_lower) == float(out.clipfrac_below_low_bound) == 0.0  # no dual clip, no lower bound
     assert float(out.approx_kl) == pytest.approx(-math.log(ratio), abs=1e-12)
 
 
@@ -240,7 +246,7 @@ def test_rollout_is_weights_multiply_the_per_token_loss(name, mode):
     torch.testing.assert_close(lp.grad, lp_ref.grad, atol=1e-12, rtol=1e-9)
     # clip statistics do not depend on the weights
     plain = _call(name, logp, old, adv, mask, agg_mode=mode)
-    for f in ("clipfrac", "clipfrac_high", "clipfrac_lower", "approx_kl"):
+    for f in ("clipfrac", "clipfrac_high", "clipfrac_lower", "clipfrac_below_low_bound", "approx_kl"):
         assert float(getattr(out, f)) == float(getattr(plain, f))
 
 
@@ -270,7 +276,7 @@ def test_masked_tokens_do_not_contribute(name, mode):
         out.loss.backward()
         outs.append(out)
         grads.append(lp.grad)
-    for f in ("loss", "clipfrac", "clipfrac_high", "clipfrac_lower", "approx_kl"):
+    for f in ("loss", "clipfrac", "clipfrac_high", "clipfrac_lower", "clipfrac_below_low_bound", "approx_kl"):
         assert _val(getattr(outs[0], f)) == pytest.approx(_val(getattr(outs[1], f)), rel=1e-12, abs=1e-15)
     torch.testing.assert_close(grads[0], grads[1])
     assert torch.count_nonzero(grads[0][mask == 0]) == 0

@@ -25,6 +25,28 @@ def test_plateau_step_finds_the_first_stall_and_falls_back_to_the_midpoint():
     assert common.plateau_step(stalls, patience=2, min_delta=0.02) == (40, True)
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_summaries_keep_the_two_lower_clip_fractions_apart(tmp_path, legacy):
+    # a run logged before the rename had pg_clipfrac_lower = r < 1 - eps_low (A < 0) and no
+    # pg_clipfrac_below_low_bound; now pg_clipfrac_lower is verl's dual-clip fraction
+    rows = []
+    for s in (1, 2):
+        m = {"step": s, "critic/score/mean": 0.5, "actor/pg_clipfrac_lower": 0.04 if legacy else 0.001}
+        if not legacy:
+            m["actor/pg_clipfrac_below_low_bound"] = 0.04
+        rows.append(json.dumps(m) + "\n")
+    (tmp_path / "metrics.jsonl").write_text("".join(rows))
+    summary = common.summarise_run(tmp_path)
+    assert summary["clipfrac_below_low_bound_mean"] == pytest.approx(0.04)
+    assert summary["clipfrac_dual_mean"] == (None if legacy else pytest.approx(0.001))
+    assert "clipfrac_lower_mean" not in summary  # the ambiguous old key is no longer written
+    from report import _value
+
+    assert _value(summary, "clipfrac_below_low_bound_mean") == pytest.approx(0.04)
+    # results.json files written before the rename: their clipfrac_lower_mean had this meaning
+    assert _value({"clipfrac_lower_mean": 0.03}, "clipfrac_below_low_bound_mean") == 0.03
+
+
 def test_slug_keeps_arm_directories_apart():
     names = ["0.2/0.4", "0.4/0.2", "(a) hard reset", "T=0.6", "fixed, every 30 steps"]
     assert len({common.slug(n) for n in names}) == len(names)
