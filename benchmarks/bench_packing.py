@@ -124,7 +124,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from prorl.rollout.base import pad_batch
+    from prorl.models.layout import pad_batch
 
     model = build_model(args.vocab, args.hidden, args.layers)
     prompts, responses = make_batch(args.sequences, args.vocab, seed=0)

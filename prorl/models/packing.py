@@ -1,6 +1,6 @@
 """Padding-free update: sequences packed end to end into rows, log-probs scattered back to ``[B, R]``.
 
-The algorithm core works on the padded layout of :class:`prorl.rollout.base.PaddedBatch`
+The algorithm core works on the padded layout of :class:`prorl.models.layout.PaddedBatch`
 (``[B, R]`` right-padded responses). For the model's forward pass this module instead lays each
 sequence (prompt + response, no padding) end to end in rows of at most ``max_tokens_per_row``
 tokens, with position ids restarting at 0 for every sequence; only the end of a row is padded.
@@ -32,6 +32,7 @@ from typing import Sequence
 import torch
 
 from prorl.models.chunked_head import chunked_logprobs
+from prorl.models.layout import PaddedBatch
 
 
 @dataclass
@@ -148,9 +149,9 @@ def pack_sequences(
         num_sequences=B, response_len=R, seq_row=seq_row, seq_start=seq_start, num_padding=padding)
 
 
-def unpad(batch, idx: Sequence[int] | torch.Tensor | None = None) -> tuple[list[list[int]], list[list[int]]]:
-    """Prompt and response token ids of rows ``idx`` of a :class:`prorl.rollout.base.PaddedBatch`
-    (all rows when None), padding removed."""
+def unpad(batch: PaddedBatch, idx: Sequence[int] | torch.Tensor | None = None) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompt and response token ids of rows ``idx`` of a :class:`PaddedBatch` (all rows when
+    None), padding removed."""
     R = batch.response_len
     P = batch.input_ids.shape[1] - R
     rows = range(batch.input_ids.shape[0]) if idx is None else [int(i) for i in idx]
@@ -160,7 +161,7 @@ def unpad(batch, idx: Sequence[int] | torch.Tensor | None = None) -> tuple[list[
     return prompts, responses
 
 
-def pack_padded(batch, idx: Sequence[int] | torch.Tensor | None = None, *, max_tokens_per_row: int = 0,
+def pack_padded(batch: PaddedBatch, idx: Sequence[int] | torch.Tensor | None = None, *, max_tokens_per_row: int = 0,
                 pad_id: int = 0) -> PackedRows:
     """Pack rows ``idx`` of a ``PaddedBatch`` (``[B, P + R]``) for the update; the result scatters
     back to ``[len(idx), R]`` (the batch's ``R``) and lives on the batch's device."""

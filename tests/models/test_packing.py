@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from prorl.models.layout import pad_batch
 from prorl.models.packing import (
     default_row_tokens,
     micro_batches,
@@ -24,7 +25,6 @@ from prorl.models.packing import (
     unpad,
 )
 from prorl.models.policy import entropy_from_logits, position_ids_from_mask, response_logprobs
-from prorl.rollout.base import pad_batch
 
 PROMPT_LENS = [3, 40, 7, 25, 12, 5, 30, 2, 9]
 RESPONSE_LENS = [200, 1, 57, 3, 128, 0, 15, 90, 6]  # very different lengths, one empty
