@@ -42,7 +42,7 @@ SETTINGS: dict[str, list[str]] = {
 
 
 def make_batch(vocab: int, pad: int, *, groups: int = 8, n: int = 16, seed: int = 0):
-    from prorl.rollout.base import pad_batch
+    from prorl.models.layout import pad_batch
     from prorl.trainer.actor import TrainBatch
 
     rng = random.Random(seed)

@@ -34,7 +34,7 @@ def main() -> None:
     from prorl.models.policy import load_policy
     from prorl.rollout import make_engine
     from prorl.models.policy import response_logprobs
-    from prorl.rollout.base import pad_batch, pad_logprobs
+    from prorl.models.layout import pad_batch, pad_logprobs
 
     model, tok = load_policy(_BUILTIN_TINY)
     rows = generate_rows("add", 64, 0, "val") + generate_rows("sort", 64, 0, "val")

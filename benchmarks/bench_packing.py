@@ -95,11 +95,11 @@ def padded_update(model, batch, micro_batch_size: int) -> None:
 
 
 def packed_update(model, batch, budget: int, chunk_tokens: int, row_tokens: int) -> int:
-    from prorl.models.packing import default_row_tokens, pack_padded, packed_response_logprobs, sequence_lengths
+    from prorl.models.packing import default_row_tokens, pack_padded, packed_response_logprobs
     from prorl.models.packing import token_budget_micro_batches
 
     m = batch.response_mask
-    lengths = sequence_lengths(batch)
+    lengths = batch.attention_mask.sum(-1).tolist()  # as the Actor's packed micro-batches count tokens
     padding = 0
     for mb in token_budget_micro_batches(lengths, budget):
         packed = pack_padded(batch, mb, max_tokens_per_row=default_row_tokens(model, [lengths[i] for i in mb], row_tokens))
@@ -124,7 +124,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from prorl.rollout.base import pad_batch
+    from prorl.models.layout import pad_batch
 
     model = build_model(args.vocab, args.hidden, args.layers)
     prompts, responses = make_batch(args.sequences, args.vocab, seed=0)

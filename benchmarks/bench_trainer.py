@@ -54,7 +54,7 @@ def main() -> None:
     from prorl.config import load_config
     from prorl.data.builtin_tasks import generate_rows
     from prorl.data.dataset import build_examples
-    from prorl.rollout.base import pad_batch
+    from prorl.models.layout import pad_batch
     from prorl.rollout.hf import HFRolloutEngine
     from prorl.trainer.actor import Actor, TrainBatch
     from prorl.trainer.distributed import World

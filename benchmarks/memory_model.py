@@ -177,7 +177,7 @@ def measure_step(s: Shape, prompt: int, response: int, checkpointing: bool, chun
 
     from prorl.models.packing import pack_sequences, packed_response_logprobs
     from prorl.models.policy import response_logprobs
-    from prorl.rollout.base import pad_batch
+    from prorl.models.layout import pad_batch
 
     torch.manual_seed(0)
     cfg = Qwen2Config(vocab_size=s.vocab, hidden_size=s.hidden, intermediate_size=s.intermediate,

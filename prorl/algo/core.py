@@ -36,8 +36,6 @@ from prorl.algo.losses import (  # noqa: F401  (re-exported)
     register_policy_loss,
 )
 
-policy_loss = clip_policy_loss  # the decoupled-clip loss under its historical name
-
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 

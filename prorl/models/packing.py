@@ -1,6 +1,6 @@
 """Padding-free update: sequences packed end to end into rows, log-probs scattered back to ``[B, R]``.
 
-The algorithm core works on the padded layout of :class:`prorl.rollout.base.PaddedBatch`
+The algorithm core works on the padded layout of :class:`prorl.models.layout.PaddedBatch`
 (``[B, R]`` right-padded responses). For the model's forward pass this module instead lays each
 sequence (prompt + response, no padding) end to end in rows of at most ``max_tokens_per_row``
 tokens, with position ids restarting at 0 for every sequence; only the end of a row is padded.
@@ -32,6 +32,7 @@ from typing import Sequence
 import torch
 
 from prorl.models.chunked_head import chunked_logprobs
+from prorl.models.layout import PaddedBatch
 
 
 @dataclass
@@ -148,9 +149,9 @@ def pack_sequences(
         num_sequences=B, response_len=R, seq_row=seq_row, seq_start=seq_start, num_padding=padding)
 
 
-def unpad(batch, idx: Sequence[int] | torch.Tensor | None = None) -> tuple[list[list[int]], list[list[int]]]:
-    """Prompt and response token ids of rows ``idx`` of a :class:`prorl.rollout.base.PaddedBatch`
-    (all rows when None), padding removed."""
+def unpad(batch: PaddedBatch, idx: Sequence[int] | torch.Tensor | None = None) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompt and response token ids of rows ``idx`` of a :class:`PaddedBatch` (all rows when
+    None), padding removed."""
     R = batch.response_len
     P = batch.input_ids.shape[1] - R
     rows = range(batch.input_ids.shape[0]) if idx is None else [int(i) for i in idx]
@@ -160,7 +161,7 @@ def unpad(batch, idx: Sequence[int] | torch.Tensor | None = None) -> tuple[list[
     return prompts, responses
 
 
-def pack_padded(batch, idx: Sequence[int] | torch.Tensor | None = None, *, max_tokens_per_row: int = 0,
+def pack_padded(batch: PaddedBatch, idx: Sequence[int] | torch.Tensor | None = None, *, max_tokens_per_row: int = 0,
                 pad_id: int = 0) -> PackedRows:
     """Pack rows ``idx`` of a ``PaddedBatch`` (``[B, P + R]``) for the update; the result scatters
     back to ``[len(idx), R]`` (the batch's ``R``) and lives on the batch's device."""
@@ -216,75 +217,16 @@ def packed_response_logprobs(
     return packed.scatter(logp), (packed.scatter(ent) if ent is not None else None)
 
 
-@torch.no_grad()
-def packed_batch_logprobs(
-    model,
-    batch,
-    *,
-    max_tokens_per_micro_batch: int,
-    max_tokens_per_row: int = 0,
-    temperature: float = 1.0,
-    chunk_tokens: int = 2048,
-    fp32_lm_head: bool = False,
-    pad_id: int = 0,
-    min_micro_batches: int = 1,
-) -> torch.Tensor:
-    """Log-probs of every response token of a ``PaddedBatch`` without grad (old / reference
-    policy), in token-budget micro-batches of packed rows, in eval mode. # -> [B, R]"""
-    was_training = model.training
-    model.eval()
-    lengths = sequence_lengths(batch)
-    out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=batch.input_ids.device)
-    for mb in token_budget_micro_batches(lengths, max_tokens_per_micro_batch, min_micro_batches=min_micro_batches):
-        rows = default_row_tokens(model, [lengths[i] for i in mb], max_tokens_per_row)
-        packed = pack_padded(batch, mb, max_tokens_per_row=rows, pad_id=pad_id)
-        lp, _ = packed_response_logprobs(model, packed, temperature=temperature, chunk_tokens=chunk_tokens,
-                                         fp32_lm_head=fp32_lm_head)
-        if mb:
-            out[torch.tensor(mb, device=out.device)] = lp.to(out.dtype)
-    model.train(was_training)
-    return out
-
-
 # --------------------------------------------------------------------------- micro-batches
 
-def token_budget_micro_batches(lengths: Sequence[int], max_tokens: int, *,
-                               min_micro_batches: int = 1) -> list[list[int]]:
+def token_budget_micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     """Split sequences (``lengths[i]`` tokens each, prompt + response) into micro-batches of at
     most ``max_tokens`` tokens: first-fit decreasing (deterministic), so few micro-batches; a
     sequence longer than the budget is a micro-batch of its own. Returns the indices into
-    ``lengths`` of each micro-batch, ascending.
-
-    ``min_micro_batches``: split the largest micro-batches (then add empty ones) until there are at
-    least this many; under FSDP every rank must run the same number of forward passes, so all-reduce
-    (max) the count and call again with it. An empty micro-batch needs a dummy forward."""
+    ``lengths`` of each micro-batch, ascending, ordered by first index. (Under FSDP the Actor
+    pads the list with dummy passes so every rank runs as many.)"""
     if max_tokens <= 0:
         raise ValueError("max_tokens must be > 0")
-    bins = _first_fit_decreasing(list(lengths), max_tokens)
-    while len(bins) < min_micro_batches:
-        splittable = [b for b in bins if len(b) > 1]
-        if not splittable:
-            bins.append([])
-            continue
-        big = max(splittable, key=lambda b: (sum(lengths[i] for i in b), -min(b)))
-        bins.remove(big)
-        bins += [big[0::2], big[1::2]]  # big is longest-first: alternate to balance the halves
-    out = [sorted(b) for b in bins]
-    out.sort(key=lambda b: (not b, b[0] if b else 0))  # by first index, empty ones last
+    out = [sorted(b) for b in _first_fit_decreasing(list(lengths), max_tokens)]
+    out.sort(key=lambda b: b[0])
     return out
-
-
-def micro_batches(lengths: Sequence[int], *, max_tokens: int = 0, micro_batch_size: int = 1,
-                  min_micro_batches: int = 1) -> list[list[int]]:
-    """The actor's micro-batching: by token budget when ``max_tokens > 0``
-    (``actor.max_tokens_per_micro_batch``), else consecutive runs of ``micro_batch_size`` sequences."""
-    if max_tokens > 0:
-        return token_budget_micro_batches(lengths, max_tokens, min_micro_batches=min_micro_batches)
-    n = len(lengths)
-    out = [list(range(s, min(s + micro_batch_size, n))) for s in range(0, n, max(1, micro_batch_size))]
-    return out + [[] for _ in range(min_micro_batches - len(out))]
-
-
-def sequence_lengths(batch) -> list[int]:
-    """Real tokens (prompt + response) of each row of a ``PaddedBatch``. # -> [B]"""
-    return batch.attention_mask.sum(-1).tolist()

@@ -6,7 +6,9 @@ response always starts at column ``P`` and only the last ``R + 1`` positions' lo
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -17,6 +19,33 @@ BUILTIN_TINY = Path(__file__).resolve().parents[1] / "assets" / "tiny-warmstart"
 def resolve_model_path(path: str | Path) -> str:
     """``builtin:tiny`` is the shipped warm start; anything else is a hub name or a directory."""
     return str(BUILTIN_TINY) if str(path) == "builtin:tiny" else str(path)
+
+
+@contextlib.contextmanager
+def no_transformers_progress_bars() -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") off for the block.
+
+    They come with every model load and checkpoint save, carry nothing to act on and break into
+    the trainer's progress bar. Log messages (warnings, errors) are untouched, and so are
+    huggingface_hub's download bars; nothing changes where bars are already off or the user
+    forces them on (``HF_HUB_DISABLE_PROGRESS_BARS=0``)."""
+    from huggingface_hub import constants
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as tf_logging
+
+    if not tf_logging.is_progress_bar_enabled() or constants.HF_HUB_DISABLE_PROGRESS_BARS is False:
+        yield
+        return
+    hub_on = not hub.are_progress_bars_disabled()
+    tf_logging.disable_progress_bar()  # turns the hub's bars off too ...
+    if hub_on:
+        hub.enable_progress_bars()  # ... but a download still shows its progress
+    try:
+        yield
+    finally:
+        tf_logging.enable_progress_bar()
+        if not hub_on:
+            hub.disable_progress_bars()
 
 
 def load_policy(name_or_path: str | Path, *, dtype: str = "float32", device: str = "cpu",
@@ -30,7 +59,8 @@ def load_policy(name_or_path: str | Path, *, dtype: str = "float32", device: str
         tokenizer.pad_token = tokenizer.eos_token
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, **kwargs).to(device)
+    with no_transformers_progress_bars():
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, **kwargs).to(device)
     return model, tokenizer
 
 

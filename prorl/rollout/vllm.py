@@ -11,6 +11,10 @@ trainer computes (:func:`prorl.models.policy.response_logprobs`). With ``top_p <
 renormalised over the nucleus, so it is >= the trainer's log-prob by ``-log(nucleus mass)``: the
 true sampling probability, which is what importance correction needs. Greedy (temperature 0)
 reports ``log_softmax(logits)``, as the trainer uses temperature 1 there.
+
+Logs: vLLM's INFO lines are off (``VLLM_LOGGING_LEVEL=WARNING`` unless set), and the warnings that
+need no action in this setup are dropped around the calls that cause them
+(:mod:`prorl.rollout.vllm_logs`); every other warning and error still shows.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from prorl.rollout import vllm_logs
 from prorl.rollout.base import Completion
 
 INSTALL_HINT = "bash scripts/install.sh --vllm"
@@ -68,8 +73,11 @@ class VLLMRolloutEngine:
     ):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
-        vllm = import_vllm()
-        from vllm.platforms import current_platform
+        with vllm_logs.quiet_startup(on_cpu=torch.device(device).type == "cpu"):  # vLLM warns on import
+            vllm = import_vllm()
+            from vllm.platforms import current_platform
+
+            self._sampling_params = vllm.SamplingParams  # a lazy import of vLLM's config
 
         on_cpu = current_platform.is_cpu()
         if on_cpu != (torch.device(device).type == "cpu"):
@@ -83,7 +91,6 @@ class VLLMRolloutEngine:
         self._calls = 0
         self._asleep = False
         self._weights_awake = True
-        self._sampling_params = vllm.SamplingParams
         memory = ({"kv_cache_memory_bytes": int(cpu_kv_cache_gib * 2**30)} if on_cpu
                   else {"gpu_memory_utilization": gpu_memory_utilization})
         # vLLM's start-up seeds the process's global generators and, on CPU, replaces
@@ -93,21 +100,23 @@ class VLLMRolloutEngine:
         cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         set_num_threads, num_threads = torch.set_num_threads, torch.get_num_threads()
         try:
-            self.llm = vllm.LLM(
-                model=str(model_path),
-                dtype=dtype,
-                seed=seed,
-                tensor_parallel_size=tensor_parallel_size,
-                max_model_len=max_model_len or None,
-                enforce_eager=enforce_eager,
-                enable_sleep_mode=current_platform.is_sleep_mode_available(),
-                logprobs_mode="processed_logprobs",
-                skip_tokenizer_init=True,  # token ids in and out; stop tokens given explicitly
-                generation_config="vllm",  # neutral defaults, not the checkpoint's generation_config.json
-                enable_prefix_caching=False,  # a cache would survive load_weights and serve stale KV
-                enable_chunked_prefill=False,  # a partly prefilled seeded request crashes vLLM on CPU (generator offset)
-                **memory,
-            )
+            with vllm_logs.quiet_startup(on_cpu=on_cpu):
+                self.llm = vllm.LLM(
+                    model=str(model_path),
+                    dtype=dtype,
+                    seed=seed,
+                    tensor_parallel_size=tensor_parallel_size,
+                    max_model_len=max_model_len or None,
+                    enforce_eager=enforce_eager,
+                    enable_sleep_mode=current_platform.is_sleep_mode_available(),
+                    logprobs_mode="processed_logprobs",
+                    skip_tokenizer_init=True,  # token ids in and out; stop tokens given explicitly
+                    generation_config="vllm",  # neutral defaults, not the checkpoint's generation_config.json
+                    enable_prefix_caching=False,  # a cache would survive load_weights and serve stale KV
+                    enable_chunked_prefill=False,  # a partly prefilled seeded request crashes vLLM on CPU (generator offset)
+                    use_tqdm_on_load=False,  # no "Loading safetensors checkpoint shards" bar in the trainer's output
+                    **memory,
+                )
         finally:
             torch.set_num_threads = set_num_threads
             torch.set_num_threads(num_threads)
@@ -118,6 +127,9 @@ class VLLMRolloutEngine:
                 torch.cuda.set_rng_state_all(cuda_state)
         hf_config = self.llm.llm_engine.model_config.hf_config
         self.tied_embeddings = bool(getattr(hf_config, "tie_word_embeddings", False))
+        # what vLLM warns about at a weight sync / sleep that needs no action here (see vllm_logs)
+        self._reload_expected = vllm_logs.RELOAD + (vllm_logs.RELOAD_TIED if self.tied_embeddings else ())
+        self._sleep_expected = vllm_logs.SLEEP_CPU if on_cpu else ()
 
     # ------------------------------------------------------------------ generation
 
@@ -146,7 +158,8 @@ class VLLMRolloutEngine:
             )
             for i in range(len(prompts))
         ]
-        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
+        with vllm_logs.dropped(vllm_logs.GENERATE):
+            outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
         if greedy:
             return [[self._completion(out.outputs[0]) for _ in range(n)] for out in outputs]
         return [[self._completion(o) for o in sorted(out.outputs, key=lambda o: o.index)] for out in outputs]
@@ -175,7 +188,8 @@ class VLLMRolloutEngine:
         the embedding, and the LM head's derived copy of it is rebuilt afterwards (see
         :func:`refresh_shared_parameter_modules`). Callable while asleep (the weights are woken first)."""
         if self._asleep and not self._weights_awake:
-            self.llm.wake_up(tags=["weights"])
+            with vllm_logs.dropped(self._sleep_expected):
+                self.llm.wake_up(tags=["weights"])
             self._weights_awake = True
         tied = self.tied_embeddings
 
@@ -185,7 +199,9 @@ class VLLMRolloutEngine:
                     continue
                 yield name, tensor.detach()
 
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": stream(), "is_checkpoint_format": True})
+        with vllm_logs.dropped(self._reload_expected):
+            self.llm.collective_rpc("reload_weights",
+                                    kwargs={"weights_iterator": stream(), "is_checkpoint_format": True})
         self.llm.collective_rpc(refresh_shared_parameter_modules)
 
     def configure(self, rollout) -> None:
@@ -196,13 +212,15 @@ class VLLMRolloutEngine:
         """Free the KV cache (and offload or drop the weights, by ``sleep_level``) while the
         trainer updates. On CPU vLLM keeps its memory and only pauses scheduling."""
         if not self._asleep:
-            self.llm.sleep(level=self.sleep_level)
+            with vllm_logs.dropped(self._sleep_expected):
+                self.llm.sleep(level=self.sleep_level)
             self._asleep, self._weights_awake = True, False
 
     def wake_up(self) -> None:
         """Undo :meth:`sleep`: reallocate what is still asleep and resume scheduling."""
         if self._asleep:
-            self.llm.wake_up(tags=["kv_cache", "scheduling"] if self._weights_awake else None)
+            with vllm_logs.dropped(self._sleep_expected):
+                self.llm.wake_up(tags=["kv_cache", "scheduling"] if self._weights_awake else None)
             self._asleep, self._weights_awake = False, True
 
 

@@ -77,8 +77,7 @@ class PythonSession:
             hello = self._recv(time.monotonic() + startup_timeout_s, "start-up")
             if hello != {"hello": True}:
                 raise SessionDied(f"unexpected greeting {str(hello)[:100]}")
-            self.t_start = time.monotonic()
-            self.deadline = self.t_start + budget_s
+            self.deadline = time.monotonic() + budget_s  # the budget starts once the sandbox is up
             ready = self._recv(self.deadline, "loading the program")
             if not isinstance(ready, dict) or ready.get("ready") is not True:
                 raise SessionDied("malformed ready message")
@@ -115,10 +114,6 @@ class PythonSession:
         except SandboxClosed as e:
             raise SessionDied(f"sandbox ended before {what}: {e}") from None
         return self._recv(self.deadline, what)
-
-    @property
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self.t_start
 
     # -- API
     def call(self, fn: str, args: tuple | list = (), kwargs: dict | None = None) -> Any:

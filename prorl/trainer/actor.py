@@ -23,10 +23,10 @@ import torch
 from prorl.algo.core import aggregate_loss, kl_penalty, make_policy_loss, masked_mean
 from prorl.algo.rollout_correction import rollout_correction
 from prorl.config import ActorConfig, AlgoConfig, Config
+from prorl.models.layout import PaddedBatch
 from prorl.models.packing import (default_row_tokens, pack_padded, pack_sequences, packed_response_logprobs,
                                   token_budget_micro_batches)
 from prorl.models.policy import compile_decoder_layers, load_policy, response_logprobs
-from prorl.rollout.base import PaddedBatch
 from prorl.trainer import distributed as D
 
 

@@ -7,7 +7,8 @@ import torch
 
 from prorl.algo.core import compute_advantages
 from prorl.config import Config
-from prorl.rollout.base import PaddedBatch, SamplingParams, pad_batch, pad_logprobs
+from prorl.models.layout import PaddedBatch, pad_batch, pad_logprobs
+from prorl.rollout.base import SamplingParams
 from prorl.trainer.actor import TrainBatch
 from prorl.trainer.rollout_step import Group
 

@@ -68,6 +68,7 @@ def save_checkpoint(
     (all ranks); each rank adds its RNG state; rank 0 adds the trainer state and the ``COMPLETE``
     marker and renames the directory into place.
     """
+    from prorl.models.policy import no_transformers_progress_bars
     from prorl.trainer import distributed as D
     from prorl.trainer import faults
 
@@ -80,7 +81,8 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         (tmp / "rng").mkdir(parents=True)
     D.barrier(world)
-    write_actor(tmp)
+    with no_transformers_progress_bars():  # "Writing model shards" would break into the trainer's bar
+        write_actor(tmp)
     faults.point("checkpoint:actor")
     torch.save(rng_state(), tmp / "rng" / f"rank_{world.rank}.pt")
     faults.point("checkpoint:rng")

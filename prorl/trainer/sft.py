@@ -8,8 +8,8 @@ from typing import Sequence
 
 import torch
 
+from prorl.models.layout import pad_batch
 from prorl.models.policy import response_logprobs
-from prorl.rollout.base import pad_batch
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[list[dict], str]]) -> list[tuple[list[int], list[int]]]:

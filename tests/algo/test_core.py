@@ -20,8 +20,8 @@ from prorl.algo.core import (
     kl_penalty,
     masked_mean,
     overlong_penalty,
-    policy_loss,
 )
+from prorl.algo.losses import clip_policy_loss
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 SHAPES = [(1, 1), (3, 5), (8, 17), (16, 3)]
@@ -231,12 +231,12 @@ def test_seq_mean_modes_ignore_fully_masked_rows(mode):
     torch.testing.assert_close(aggregate_loss(loss, mask, mode), aggregate_loss(loss[keep], mask[keep], mode))
 
 
-# --------------------------------------------------------------------------- policy_loss: hand-computed clip boundaries
+# --------------------------------------------------------------------------- clip_policy_loss: hand-computed clip boundaries
 
 def _one_token(ratio: float, adv: float, **kw):
-    """policy_loss on a single token with the given ratio (old_logp = 0, logp = log ratio)."""
+    """clip_policy_loss on a single token with the given ratio (old_logp = 0, logp = log ratio)."""
     logp = torch.tensor([[math.log(ratio)]], dtype=torch.float64, requires_grad=True)  # [1, 1]
-    out = policy_loss(logp, torch.zeros(1, 1, dtype=torch.float64), torch.tensor([adv], dtype=torch.float64),
+    out = clip_policy_loss(logp, torch.zeros(1, 1, dtype=torch.float64), torch.tensor([adv], dtype=torch.float64),
                       torch.ones(1, 1), eps_low=0.2, eps_high=0.4, **kw)
     out.loss.backward()
     return out, float(logp.grad)
@@ -278,12 +278,12 @@ def test_decoupled_eps_low_high():
     logp = torch.log(torch.tensor([[0.85, 1.45]], dtype=torch.float64))  # [1, 2]
     old = torch.zeros(1, 2, dtype=torch.float64)
     mask = torch.ones(1, 2)
-    neg = policy_loss(logp, old, torch.tensor([-1.0], dtype=torch.float64), mask, eps_low=0.1, eps_high=0.5)
+    neg = clip_policy_loss(logp, old, torch.tensor([-1.0], dtype=torch.float64), mask, eps_low=0.1, eps_high=0.5)
     # token0: r=.85 >= .9? no -> clipped to .9: loss .9 ; token1: r=1.45, A<0: 1.45 ; mean 1.175
     assert neg.loss.item() == pytest.approx(1.175)
     assert float(neg.clipfrac_below_low_bound) == 0.5 and float(neg.clipfrac_high) == 0.0
     assert float(neg.clipfrac_lower) == 0.0  # ratios below clip_ratio_c: no dual clip
-    pos = policy_loss(logp, old, torch.tensor([1.0], dtype=torch.float64), mask, eps_low=0.1, eps_high=0.5)
+    pos = clip_policy_loss(logp, old, torch.tensor([1.0], dtype=torch.float64), mask, eps_low=0.1, eps_high=0.5)
     # A>0: token0 -.85 ; token1 r=1.45 < 1.5 not clipped: -1.45 ; mean -1.15
     assert pos.loss.item() == pytest.approx(-1.15)
     assert float(pos.clipfrac) == 0.0
@@ -292,14 +292,14 @@ def test_decoupled_eps_low_high():
 def test_per_token_advantages_accepted():
     logp = torch.zeros(2, 3)  # [B, T] ratio 1 everywhere
     adv = torch.tensor([[1.0, 2.0, 3.0], [-1.0, -2.0, -3.0]])  # [B, T]
-    out = policy_loss(logp, logp, adv, torch.ones(2, 3))
+    out = clip_policy_loss(logp, logp, adv, torch.ones(2, 3))
     # -(1+2+3-1-2-3)/6 = 0
     assert out.loss.item() == pytest.approx(0.0)
-    out = policy_loss(logp, logp, adv, torch.tensor([[1, 1, 1], [0, 0, 0]]))
+    out = clip_policy_loss(logp, logp, adv, torch.tensor([[1, 1, 1], [0, 0, 0]]))
     assert out.loss.item() == pytest.approx(-2.0)  # -(1+2+3)/3
 
 
-# --------------------------------------------------------------------------- policy_loss vs looped reference
+# --------------------------------------------------------------------------- clip_policy_loss vs looped reference
 
 @pytest.mark.parametrize("mode", AGG_MODES)
 @pytest.mark.parametrize("shape", SHAPES)
@@ -309,7 +309,7 @@ def test_policy_loss_matches_looped_reference(mode, shape, eps, c):
     B, T = shape
     logp, old, adv, mask = random_batch(B, T, seed=B * 100 + T)
     lp = logp.clone().requires_grad_(True)
-    out = policy_loss(lp, old, adv, mask, eps_low=eps[0], eps_high=eps[1], clip_ratio_c=c, agg_mode=mode)
+    out = clip_policy_loss(lp, old, adv, mask, eps_low=eps[0], eps_high=eps[1], clip_ratio_c=c, agg_mode=mode)
     out.loss.backward()
 
     lp_ref = logp.clone().requires_grad_(True)
@@ -332,7 +332,7 @@ def test_policy_loss_gradient_analytic_token_mean():
     # the dual clip caps an A < 0 token with r > clip_ratio_c = 3)
     logp, old, adv, mask = random_batch(6, 9, seed=11)
     lp = logp.clone().requires_grad_(True)
-    policy_loss(lp, old, adv, mask, eps_low=0.2, eps_high=0.4).loss.backward()
+    clip_policy_loss(lp, old, adv, mask, eps_low=0.2, eps_high=0.4).loss.backward()
     n = float(mask.sum())
     want = torch.zeros_like(logp)
     for b in range(6):
@@ -357,7 +357,7 @@ def test_masked_tokens_do_not_contribute(mode):
             lp = torch.where(mask.bool(), lp, junk)
             olp = torch.where(mask.bool(), olp, -junk)
         lp.requires_grad_(True)
-        out = policy_loss(lp, olp, adv, mask, agg_mode=mode)
+        out = clip_policy_loss(lp, olp, adv, mask, agg_mode=mode)
         out.loss.backward()
         outs.append(out)
         grads.append(lp.grad)
@@ -370,7 +370,7 @@ def test_masked_tokens_do_not_contribute(mode):
 def test_zero_advantage_gives_zero_loss_and_gradient():
     logp, old, _, mask = random_batch(4, 6, seed=5)
     lp = logp.clone().requires_grad_(True)
-    out = policy_loss(lp, old, torch.zeros(4, dtype=torch.float64), mask)
+    out = clip_policy_loss(lp, old, torch.zeros(4, dtype=torch.float64), mask)
     out.loss.backward()
     assert out.loss.item() == 0.0
     assert torch.count_nonzero(lp.grad) == 0
@@ -380,7 +380,7 @@ def test_zero_advantage_gives_zero_loss_and_gradient():
 def test_on_policy_ratio_one_is_minus_mean_advantage():
     # first mini-batch of a step: logp == old_logp, ratio 1 everywhere -> loss = -sum(A * m) / sum(m)
     logp, _, adv, mask = random_batch(4, 6, seed=8)
-    out = policy_loss(logp, logp, adv, mask)
+    out = clip_policy_loss(logp, logp, adv, mask)
     want = -float((adv[:, None] * mask).sum() / mask.sum())
     assert out.loss.item() == pytest.approx(want, rel=1e-12)
     assert float(out.approx_kl) == 0.0 and float(out.clipfrac) == 0.0
@@ -389,7 +389,7 @@ def test_on_policy_ratio_one_is_minus_mean_advantage():
 def test_extreme_log_ratio_is_finite():
     logp = torch.tensor([[0.0, -100.0]], requires_grad=True)  # [1, 2]
     old = torch.tensor([[-100.0, 0.0]])  # log ratios +100 / -100, clamped to +-20
-    out = policy_loss(logp, old, torch.tensor([-1.0]), torch.ones(1, 2))
+    out = clip_policy_loss(logp, old, torch.tensor([-1.0]), torch.ones(1, 2))
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(logp.grad).all()
 

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from prorl.algo.core import policy_loss
 from prorl.algo.losses import (
     POLICY_LOSSES,
     cispo_policy_loss,
@@ -73,7 +72,7 @@ def _val(x) -> float:
 
 def test_registry_and_historical_names():
     assert set(POLICY_LOSSES) >= {"clip", "cispo"}
-    assert get_policy_loss("clip") is clip_policy_loss is policy_loss
+    assert get_policy_loss("clip") is clip_policy_loss
     assert get_policy_loss("cispo") is cispo_policy_loss
     with pytest.raises(ValueError, match="registered: cispo, clip"):
         get_policy_loss("gspo")

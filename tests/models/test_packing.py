@@ -1,7 +1,8 @@
 """Tests of the padding-free update path (prorl/models/packing.py): the packed layout, packed
 log-probs / entropy / gradients equal to the padded path on the shipped tiny model, the flash-attention
-varlen plumbing (through a reference varlen attention registered with transformers), and token-budget
-micro-batches."""
+varlen plumbing (through a reference varlen attention registered with transformers), token-budget
+micro-batches, and the Actor's use of them (its micro-batches and its no-grad log-probs, packed vs
+padded) through :class:`prorl.trainer.actor.Actor` itself."""
 
 from __future__ import annotations
 
@@ -12,19 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from prorl.config import load_config
+from prorl.models.layout import pad_batch
 from prorl.models.packing import (
     default_row_tokens,
-    micro_batches,
     pack_padded,
     pack_sequences,
-    packed_batch_logprobs,
     packed_response_logprobs,
-    sequence_lengths,
     token_budget_micro_batches,
     unpad,
 )
-from prorl.models.policy import entropy_from_logits, position_ids_from_mask, response_logprobs
-from prorl.rollout.base import pad_batch
+from prorl.models.policy import BUILTIN_TINY, entropy_from_logits, position_ids_from_mask, response_logprobs
+from prorl.trainer.actor import Actor
+from prorl.trainer.distributed import World
 
 PROMPT_LENS = [3, 40, 7, 25, 12, 5, 30, 2, 9]
 RESPONSE_LENS = [200, 1, 57, 3, 128, 0, 15, 90, 6]  # very different lengths, one empty
@@ -37,6 +38,17 @@ def batch(policy):
     prompts = [torch.randint(3, len(tok), (n,), generator=g).tolist() for n in PROMPT_LENS]
     responses = [torch.randint(3, len(tok), (n,), generator=g).tolist() for n in RESPONSE_LENS]
     return prompts, responses, pad_batch(prompts, responses, tok.pad_token_id)
+
+
+def make_actor(*overrides: str) -> Actor:
+    """An Actor on the shipped tiny warm start (no reference), built as training builds it."""
+    cfg = load_config(None, ["trainer.threads=1", *overrides])
+    return Actor(cfg, World(), model_path=str(BUILTIN_TINY), needs_reference=False)
+
+
+def seq_lengths(pb) -> list[int]:
+    """Real tokens (prompt + response) of each row of a padded batch."""
+    return pb.attention_mask.sum(-1).tolist()
 
 
 # --------------------------------------------------------------------------- layout
@@ -91,7 +103,7 @@ def test_pack_random_rows_hold_every_sequence_once(seed):
 def test_unpad_round_trip_and_pack_padded_subset(batch):
     prompts, responses, pb = batch
     assert unpad(pb) == (prompts, responses)
-    assert sequence_lengths(pb) == [p + r for p, r in zip(PROMPT_LENS, RESPONSE_LENS)]
+    assert seq_lengths(pb) == [p + r for p, r in zip(PROMPT_LENS, RESPONSE_LENS)]
     pk = pack_padded(pb, [4, 0], max_tokens_per_row=64)
     assert pk.num_sequences == 2 and pk.response_len == pb.response_len
     assert pk.num_tokens == PROMPT_LENS[4] + RESPONSE_LENS[4] + PROMPT_LENS[0] + RESPONSE_LENS[0]
@@ -201,8 +213,8 @@ def test_flash_varlen_path_passes_cu_seqlens(policy, batch):
     _, _, pb = batch
     flash = copy.deepcopy(model)
     flash.config._attn_implementation = "flash_varlen_reference"
-    assert default_row_tokens(flash, sequence_lengths(pb)) == 0  # flash: one row per micro-batch
-    assert default_row_tokens(model, sequence_lengths(pb)) == max(sequence_lengths(pb))
+    assert default_row_tokens(flash, seq_lengths(pb)) == 0  # flash: one row per micro-batch
+    assert default_row_tokens(model, seq_lengths(pb)) == max(seq_lengths(pb))
     m = pb.response_mask.bool()
     with torch.no_grad():
         want, want_ent = response_logprobs(model, pb.input_ids, pb.attention_mask, pb.response_len, with_entropy=True)
@@ -230,21 +242,48 @@ def test_token_budget_micro_batches(seed):
     assert mbs == token_budget_micro_batches(list(lengths), budget)  # deterministic
 
 
-def test_min_micro_batches_splits_then_pads():
-    lengths = [100, 90, 80, 10, 10, 5]
-    assert len(token_budget_micro_batches(lengths, 10_000)) == 1
-    mbs = token_budget_micro_batches(lengths, 10_000, min_micro_batches=3)
-    assert len(mbs) == 3 and sorted(i for mb in mbs for i in mb) == list(range(6)) and all(mbs)
-    mbs = token_budget_micro_batches([5, 6], 100, min_micro_batches=4)
-    assert sorted(map(tuple, mbs)) == [(), (), (0,), (1,)]
+def test_token_budget_edge_cases():
+    assert token_budget_micro_batches([], 100) == []
+    assert token_budget_micro_batches([100, 90, 80, 10, 10, 5], 10_000) == [[0, 1, 2, 3, 4, 5]]
+    assert token_budget_micro_batches([400, 300, 300], 600) == [[0], [1, 2]]
+    assert token_budget_micro_batches([700, 5], 600) == [[0], [1]]  # over the budget: alone
     with pytest.raises(ValueError):
-        token_budget_micro_batches(lengths, 0)
+        token_budget_micro_batches([5], 0)
 
 
-def test_micro_batches_fall_back_to_sequence_count():
-    assert micro_batches([5] * 7, max_tokens=0, micro_batch_size=3) == [[0, 1, 2], [3, 4, 5], [6]]
-    assert micro_batches([5] * 2, max_tokens=0, micro_batch_size=3, min_micro_batches=2) == [[0, 1], []]
-    assert micro_batches([400, 300, 300], max_tokens=600, micro_batch_size=1) == [[0], [1, 2]]
+def _check_actor_micro_batches(pb, idx: torch.Tensor, chunks: list, budget: int) -> None:
+    """``chunks`` hold each row of ``idx`` once (tensors of batch rows) and, with a token budget,
+    at most ``budget`` real tokens each (a longer row alone), first-fit (no two could merge)."""
+    assert all(isinstance(c, torch.Tensor) for c in chunks)
+    assert sorted(i for c in chunks for i in c.tolist()) == sorted(idx.tolist())
+    loads = [int(pb.attention_mask[c].sum()) for c in chunks]
+    for c, load in zip(chunks, loads):
+        assert load <= budget or len(c) == 1, (c, load)
+    assert all(a + b > budget for j, a in enumerate(loads) for b in loads[j + 1:])
+
+
+@pytest.mark.parametrize("budget", [60, 300, 10_000])
+def test_actor_micro_batches_respect_the_token_budget(batch, budget):
+    """The micro-batches the Actor runs (old / reference log-probs and every update step) with
+    ``actor.max_tokens_per_micro_batch``: on the whole batch and on a shuffled mini-batch of rows."""
+    actor = make_actor(f"actor.max_tokens_per_micro_batch={budget}", "actor.micro_batch_size=2")
+    _, _, pb = batch
+    B = pb.input_ids.shape[0]
+    for idx in (torch.arange(B), torch.tensor([7, 2, 5, 0, 8])):
+        chunks = actor._micro_batches(pb, idx)
+        _check_actor_micro_batches(pb, idx, chunks, budget)
+        if budget == 10_000:
+            assert len(chunks) == 1  # everything fits: one forward pass
+    assert actor._micro_batches(pb, torch.tensor([], dtype=torch.long)) == []
+
+
+def test_actor_micro_batches_fall_back_to_sequence_count(batch):
+    """``actor.max_tokens_per_micro_batch=0``: consecutive runs of ``actor.micro_batch_size`` rows of ``idx``."""
+    actor = make_actor("actor.max_tokens_per_micro_batch=0", "actor.micro_batch_size=3")
+    _, _, pb = batch
+    idx = torch.tensor([8, 1, 4, 6, 0, 3, 2])
+    chunks = actor._micro_batches(pb, idx)
+    assert [c.tolist() for c in chunks] == [[8, 1, 4], [6, 0, 3], [2]]
 
 
 def test_packed_gradients_with_activation_checkpointing(policy, batch):
@@ -283,17 +322,24 @@ def test_empty_micro_batch_runs_a_dummy_forward_and_backward(policy):
     model.zero_grad(set_to_none=True)
 
 
-def test_packed_batch_logprobs_equal_padded(policy, batch):
-    """The no-grad whole-batch helper (old / reference log-probs) in 300-token micro-batches."""
-    model, _ = policy
+@pytest.mark.parametrize("budget", [60, 300])
+def test_actor_packed_logprobs_equal_padded(batch, budget):
+    """``Actor.logprobs`` (old / reference log-probs, no grad) with token-budget micro-batches of
+    packed rows equals the padded path of the same Actor settings and the whole batch's padded
+    forward; the model's train/eval mode is restored."""
     _, _, pb = batch
+    padded = make_actor("actor.max_tokens_per_micro_batch=0", "actor.micro_batch_size=4")
+    packed = make_actor(f"actor.max_tokens_per_micro_batch={budget}", "actor.logprob_chunk_tokens=64")
+    assert len(packed._micro_batches(pb, torch.arange(pb.input_ids.shape[0]))) > 1
     with torch.no_grad():
-        want, _ = response_logprobs(model, pb.input_ids, pb.attention_mask, pb.response_len, temperature=1.2)
-    model.train()
-    got = packed_batch_logprobs(model, pb, max_tokens_per_micro_batch=300, temperature=1.2, chunk_tokens=64)
-    assert model.training  # the mode is restored
-    model.eval()
+        want, _ = response_logprobs(packed.model.eval(), pb.input_ids, pb.attention_mask, pb.response_len,
+                                    temperature=1.2)
+    got_padded = padded.logprobs(pb, temperature=1.2)
+    packed.model.train()
+    got = packed.logprobs(pb, temperature=1.2)
+    assert packed.model.training  # the mode is restored
     m = pb.response_mask.bool()
-    assert got.shape == want.shape and not got.requires_grad
+    assert got.shape == want.shape == got_padded.shape and not got.requires_grad
     torch.testing.assert_close(got[m], want[m], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[m], got_padded[m], atol=1e-5, rtol=1e-5)
     assert (got[~m] == 0).all()

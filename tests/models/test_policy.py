@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
+from prorl.models.layout import pad_batch
 from prorl.models.policy import (
     entropy_from_logits,
     load_policy,
     position_ids_from_mask,
     response_logprobs,
 )
-from prorl.rollout.base import pad_batch
 
 QUESTIONS = ["What is 3+4?", "Sort ascending: 9 1 5 3 3", "What is 88+11? Put the final answer in \\boxed{}.", "Hi"]
 RESPONSE_LENGTHS = [5, 1, 7, 3]  # right padding of different amounts

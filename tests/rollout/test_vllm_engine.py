@@ -21,9 +21,9 @@ if importlib.util.find_spec("vllm") is None:
 from prorl.config import RolloutConfig  # noqa: E402
 from prorl.data.builtin_tasks import generate_rows  # noqa: E402
 from prorl.data.dataset import build_examples  # noqa: E402
+from prorl.models.layout import pad_batch  # noqa: E402
 from prorl.models.policy import load_policy, response_logprobs  # noqa: E402
 from prorl.rollout import make_engine  # noqa: E402
-from prorl.rollout.base import pad_batch  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[2] / "prorl" / "assets" / "tiny-warmstart"
 TOL = 1e-4  # fp32 on CPU: vLLM's kernels vs the HF forward pass

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from prorl.config import load_config
-from prorl.rollout.base import pad_batch
+from prorl.models.layout import pad_batch
 from prorl.trainer import distributed as D
 from prorl.trainer.actor import Actor, TrainBatch
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from prorl.config import apply_overrides, load_config
-from prorl.rollout.base import pad_batch
+from prorl.models.layout import pad_batch
 from prorl.trainer.actor import Actor, TrainBatch
 from prorl.trainer.distributed import World
 from prorl.trainer.setup import BUILTIN_TINY

@@ -1,11 +1,12 @@
-"""Tests of the verl batch layout built by prorl.rollout.base.pad_batch."""
+"""Tests of the padded training layout (prorl/models/layout.py): the verl batch built by
+``pad_batch`` and the sampler log-probs aligned to it by ``pad_logprobs``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from prorl.rollout.base import PaddedBatch, pad_batch
+from prorl.models.layout import PaddedBatch, pad_batch, pad_logprobs
 
 PAD = 0
 
@@ -62,8 +63,6 @@ def test_select_and_errors():
 
 
 def test_pad_logprobs_aligns_with_the_response_layout():
-    from prorl.rollout.base import pad_logprobs
-
     pb = pad_batch([[1, 2], [3]], [[4, 5, 6], [7]], PAD)
     lp = pad_logprobs([[-0.1, -0.2, -0.3], [-1.5]], pb.response_len)  # [B, R]
     assert torch.allclose(lp, torch.tensor([[-0.1, -0.2, -0.3], [-1.5, 0.0, 0.0]]))
