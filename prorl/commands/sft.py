@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print("prorl sft: give --builtin, or --model and --data")
         return 2
     from prorl.data.dataset import DataError, load_rows
-    from prorl.models.policy import load_policy
+    from prorl.models.policy import load_policy, no_transformers_progress_bars
     from prorl.trainer.sft import encode_pairs, sft
 
     rows = load_rows(args.data)
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     model, tok = load_policy(resolve_model_path(args.model))
     sft(model, tok, encode_pairs(tok, [(r["prompt"], r["response"]) for r in rows]), steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    model.save_pretrained(args.output, safe_serialization=True)
+    with no_transformers_progress_bars():  # no "Writing model shards" bar
+        model.save_pretrained(args.output, safe_serialization=True)
     tok.save_pretrained(args.output)
     print(f"model written to {args.output}")
     return 0

@@ -91,6 +91,9 @@ def save_tiny(model, tokenizer, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out, safe_serialization=True)
+    from prorl.models.policy import no_transformers_progress_bars
+
+    with no_transformers_progress_bars():  # no "Writing model shards" bar
+        model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
