@@ -72,17 +72,21 @@ def per_look_rate(fires: np.ndarray) -> tuple[float, float]:
     return float(per_run.mean()), float(per_run.std(ddof=1) / np.sqrt(len(per_run)))
 
 
+# name: (true level per look, spread of prompt difficulty, whether the 0.05 margin lies within the noise)
 HEALTHY = {
-    "flat 0.5, alike prompts": (lambda t: np.full(len(t), 0.5), 0.0),
-    "flat 0.6, heterogeneous prompts": (lambda t: np.full(len(t), 0.6), 1.5),
-    "flat 0.9, alike prompts": (lambda t: np.full(len(t), 0.9), 0.0),
-    "rising 0.3 -> 0.7, heterogeneous prompts": (lambda t: 0.3 + 0.4 * t / LOOKS, 1.5),
+    "flat 0.5, alike prompts": (lambda t: np.full(len(t), 0.5), 0.0, True),
+    "flat 0.6, heterogeneous prompts": (lambda t: np.full(len(t), 0.6), 1.5, True),
+    "flat 0.9, alike prompts": (lambda t: np.full(len(t), 0.9), 0.0, True),
+    # near the ceiling the normal approximation's tail is worst (the continuity correction matters here), and
+    # one look's standard error (0.02) is well below the margin: there the margin rule rarely fires
+    "flat 0.97, alike prompts": (lambda t: np.full(len(t), 0.97), 0.0, False),
+    "rising 0.3 -> 0.7, heterogeneous prompts": (lambda t: 0.3 + 0.4 * t / LOOKS, 1.5, True),
 }
 
 
 @pytest.mark.parametrize("name", list(HEALTHY))
 def test_significance_holds_its_false_alarm_rate_where_the_margin_rule_does_not(name):
-    level, spread = HEALTHY[name]
+    level, spread, margin_in_noise = HEALTHY[name]
     scores, counts = simulate(level, spread=spread, seed=list(HEALTHY).index(name))
     sig = significance_fires(scores, counts)
     rate, se = per_look_rate(sig)
@@ -92,7 +96,8 @@ def test_significance_holds_its_false_alarm_rate_where_the_margin_rule_does_not(
     print(f"\n{name}: significance {rate:.4f}/look ({sig.any(1).mean():.3f} of runs fire in {LOOKS} looks); "
           f"margin 0.05 patience 3 {margin3:.4f}/look, patience 2 {margin2:.4f}/look")
     assert rate <= ALPHA + 3 * se, f"{rate:.4f} false alarms per look > alpha {ALPHA} (+3 se {se:.4f})"
-    assert margin3 > 5 * max(rate, ALPHA / 10) and margin3 > 5 * ALPHA, (rate, margin3)
+    if margin_in_noise:
+        assert margin3 > 5 * max(rate, ALPHA / 10) and margin3 > 5 * ALPHA, (rate, margin3)
 
 
 def test_false_alarm_rate_holds_across_several_data_sources():
@@ -232,9 +237,10 @@ def test_kl_robust_z_respects_the_floor_and_nan():
 def test_entropy_collapse_fires_on_a_collapse_not_on_the_usual_decline():
     rng = np.random.default_rng(10)
     steps = np.arange(300)
-    decline = 0.3 * np.exp(-steps / 100) * np.exp(0.1 * rng.normal(size=(50, 300)))  # 0.3 -> 0.015 in 300 steps
-    fires = [[entropy_collapse(s[max(0, t - 25):t + 1]).fired for t in range(25, 300)] for s in decline]
-    assert not np.any(fires), "a steady decline (even 20x over the run) is not a collapse"
+    for noise in (0.02, 0.1):  # 0.3 -> 0.015 in 300 steps; with 2% noise each 25-step fall is significant
+        decline = 0.3 * np.exp(-steps / 100) * np.exp(noise * rng.normal(size=(30, 300)))
+        fires = [[entropy_collapse(s[t - 25:t]).fired for t in range(25, 301, 5)] for s in decline]
+        assert not np.any(fires), "a steady decline (even 20x over the run) is not a collapse"
     noisy = 0.3 * np.exp(0.5 * rng.normal(size=(50, 300)))
     assert not any(entropy_collapse(s[t - 25:t + 1]).fired for s in noisy for t in range(25, 300, 5))
     collapsed = np.r_[np.full(20, 0.3), np.full(5, 0.05)] * np.exp(0.1 * rng.normal(size=25))
