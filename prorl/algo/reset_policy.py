@@ -199,15 +199,15 @@ def val_degradation_test(
     window: int = 4,
     sources: int = 1,
 ) -> TriggerResult:
-    """The significance rule (``reset.val_test=significance``): fire when the pooled last
-    ``min(window, T - 1)`` validations score significantly below the best earlier block of up to
-    ``window`` validations, at a per-look false-alarm rate ``false_alarm_rate`` shared by
-    ``sources`` data_sources (Bonferroni; the test and why: :mod:`prorl.algo.reset_stats`).
+    """The significance rule (``reset.val_test=significance``): fire when the latest validation, or
+    the last ``window`` pooled, score significantly below the best earlier block of up to ``window``
+    validations, at a per-look false-alarm rate ``false_alarm_rate`` shared by ``sources``
+    data_sources (Bonferroni; the test and why: :mod:`prorl.algo.reset_stats`).
 
     ``counts[i]`` is the number of scored samples behind ``val_history[i]`` (prompts x samples per
     prompt, less infra errors). A validation whose score is not finite or whose count is unknown
     (``None``, e.g. logged by a checkpoint from before counts were kept) or not positive is left
-    out. ``statistic`` is the largest z, ``threshold`` ``z_{alpha / (baselines * sources)}``,
+    out. ``statistic`` is the largest z, ``threshold`` ``z_{alpha / (comparisons * sources)}``,
     ``p_value`` the Bonferroni-adjusted p-value (fires iff it is at most ``false_alarm_rate``).
     """
     if len(counts) != len(val_history):
@@ -223,12 +223,14 @@ def val_degradation_test(
     z, p = float(sc.z), float(t.p_value)
     first, last = int(sc.base_first) + 1, int(sc.base_last) + 1
     block = f"eval {first}" if first == last else f"evals {first}-{last}"
-    recent = int(sc.recent)
-    text = (f"last {'eval' if recent == 1 else f'{recent} evals pooled'} ({len(pairs)} in all) {_fmt(float(sc.recent_rate))} "
-            f"(n={int(round(float(sc.recent_n)))}) vs {block} {_fmt(float(sc.base_rate))} "
-            f"(n={int(round(float(sc.base_n)))}): z={z:.3g} {'>' if bool(t.fired) else '<='} {t.threshold:.3g}, "
-            f"p={p:.2g} (alpha {false_alarm_rate:g}, Bonferroni over {sc.tests} comparisons x {sources} source{'s' if sources != 1 else ''})")
-    return TriggerResult(bool(t.fired), f"val_degradation: {text}", "val_degradation",
+    recent, fired = int(sc.recent), bool(t.fired)
+    what = "last eval" if recent == 1 else f"last {recent} evals pooled"
+    plural = "s" if sources != 1 else ""
+    text = (f"{what} ({len(pairs)} in all) {_fmt(float(sc.recent_rate))} (n={int(round(float(sc.recent_n)))}) "
+            f"vs {block} {_fmt(float(sc.base_rate))} (n={int(round(float(sc.base_n)))}): "
+            f"z={z:.3g} {'>' if fired else '<='} {t.threshold:.3g}, p={p:.2g} (alpha {false_alarm_rate:g}, "
+            f"Bonferroni over {sc.tests} comparisons x {sources} source{plural})")
+    return TriggerResult(fired, f"val_degradation: {text}", "val_degradation",
                          statistic=z, threshold=t.threshold, p_value=p)
 
 

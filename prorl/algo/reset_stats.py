@@ -9,7 +9,7 @@ the same code the trainer calls.
 Validation degradation: why this test
 -------------------------------------
 A validation of one data_source is ``N`` scored samples (prompts x samples per prompt) with mean
-score ``p``. Today's margin rule (drop > ``val_margin`` below the best for ``val_patience`` looks)
+score ``p``. The margin rule (drop > ``val_margin`` below the best for ``val_patience`` looks)
 ignores ``N`` and compares against the *maximum* of noisy values, so a flat curve eventually fires.
 Here a degradation is declared only when a one-sided test says so at a per-look false-alarm rate
 ``alpha`` (``reset.false_alarm_rate``):
@@ -32,10 +32,11 @@ Here a degradation is declared only when a one-sided test says so at a per-look 
   a Bernoulli with its mean). So no design effect is needed: heterogeneous difficulty makes the test
   more conservative, never less. (A validation set redrawn at every look would need the design
   effect ``1 + (n - 1) rho``; the trainer never does that.)
-* **Multiple testing.** At one look ``M = (T - 1) + (T - window)`` comparisons are made for each
-  of ``D`` data_sources; Bonferroni over the ``M * D`` comparisons (threshold ``z_{alpha / (M D)}``) bounds
-  the probability that *any* of them fires at that look by ``alpha`` whatever their correlation
-  (it is the max over baselines that inflated today's rule). The penalty grows only like
+* **Multiple testing.** At one look ``M = (T - 1) + (T - window)`` comparisons (fewer while
+  ``T <= window``) are made for each of ``D`` data_sources; Bonferroni over the ``M * D``
+  comparisons (threshold ``z_{alpha / (M D)}``) bounds the probability that *any* of them fires at
+  that look by ``alpha`` whatever their correlation (it is the max over baselines that inflated
+  the margin rule). The penalty grows only like
   ``sqrt(2 ln M)``. The reported p-value is the Bonferroni-adjusted one (fire iff ``p <= alpha``).
 * **Repeated looks.** ``alpha`` is per look: under any non-decreasing true pass rate each look fires
   with probability at most ``alpha``, so a run of ``L`` looks expects at most ``L * alpha`` false
@@ -46,6 +47,13 @@ Here a degradation is declared only when a one-sided test says so at a per-look 
   known; here it is estimated from the same noisy history and rises during healthy training, and
   CUSUM's false-alarm rate is then only approximate. An SPRT restarted after every decision *is* a
   CUSUM. The block scan needs neither and its bound holds for any non-decreasing trajectory.
+* **Limits.** The test tells a drop from *validation sampling noise*; a real but transient dip of
+  the policy (common in RL, where training on one level disturbs another) is a real drop and may
+  fire. After a rollback the restored checkpoint's score, itself the best of several, is the first
+  baseline, which favours firing a little. With infra errors the prompts have unequal scored
+  counts and ``num_scored`` slightly overstates the effective sample size (at most 10% are
+  missing, ``validation.min_scored_fraction``). Keeping each prompt's scores would allow the
+  paired within-prompt variance, a smaller one when difficulty varies (more power).
 
 Robust z-scores (KL spike, entropy collapse)
 --------------------------------------------
