@@ -194,13 +194,32 @@ class ResetConfig:
     reset_reference: bool = f(True, "a reset copies the policy into the reference")
     reset_optimizer: bool = f(True, "a reset reinitialises the optimizer state")
     auto: bool = f(False, "automatic resets from the trigger policies below")
-    triggers: list[str] = f(["kl_spike", "val_degradation", "val_plateau"], "automatic triggers in priority order")
+    triggers: list[str] = f(["kl_spike", "val_degradation", "val_plateau"], "automatic triggers in priority order "
+                            "(also available: entropy_collapse)")
+    false_alarm_rate: float = f(0.01, "val_degradation (val_test=significance): probability that a validation of a "
+                                      "policy that has not got worse fires, per validation and over all data_sources")
+    val_test: str = f("significance", "val_degradation: significance (a one-sided two-proportion z-test of the pooled "
+                                      "recent validations against the best earlier block, at reset.false_alarm_rate, "
+                                      "Bonferroni over baselines and data_sources) | margin (val_margin for val_patience "
+                                      "evaluations)", choices=("significance", "margin"))
+    val_window: int = f(4, "val_degradation (significance): validations pooled in the recent window and in each "
+                           "baseline block")
+    kl_test: str = f("robust_z", "kl_spike: robust_z (KL more than kl_z robust sd (median/MAD of the window) above its "
+                                 "median, on an asinh scale) | factor (KL > kl_factor x median)",
+                     choices=("robust_z", "factor"))
     kl_window: int = f(20, "kl_spike: steps in the median window")
-    kl_factor: float = f(5.0, "kl_spike: fire when KL > factor x recent median")
+    kl_z: float = f(6.0, "kl_spike (robust_z): robust z above which the latest KL is a spike")
+    kl_factor: float = f(5.0, "kl_spike (factor): fire when KL > factor x recent median")
     kl_min_history: int = f(10, "kl_spike: steps needed before it can fire")
     kl_abs_floor: float = f(1e-3, "kl_spike: KL below this never fires")
-    val_margin: float = f(0.05, "val_degradation: drop below the best that counts")
-    val_patience: int = f(3, "val_degradation: consecutive evaluations below best - margin")
+    val_margin: float = f(0.05, "val_degradation (margin): drop below the best that counts; also the recovery "
+                                "margin after a rollback")
+    val_patience: int = f(3, "val_degradation (margin): consecutive evaluations below best - margin")
+    entropy_window: int = f(20, "entropy_collapse: steps of the earlier window (level and noise)")
+    entropy_recent: int = f(5, "entropy_collapse: steps of the recent window")
+    entropy_drop: float = f(0.5, "entropy_collapse: fire only when the recent median is below (1 - drop) x the "
+                                 "earlier one")
+    entropy_z: float = f(5.0, "entropy_collapse: ... and the fall exceeds this many standard errors of the noise")
     plateau_patience: int = f(5, "val_plateau: evaluations without improvement")
     plateau_min_delta: float = f(0.01, "val_plateau: improvement that counts")
     min_steps_between_resets: int = f(50, "cooldown between automatic resets")
@@ -344,6 +363,12 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.data.retire_pass_rate <= 1, "data.retire_pass_rate must be in [0, 1] (0 = off)"),
         (cfg.data.retire_min_samples >= 1, "data.retire_min_samples must be >= 1"),
         (cfg.reset.max_failed_recoveries >= 0, "reset.max_failed_recoveries must be >= 0 (0 = never stop)"),
+        (0 < cfg.reset.false_alarm_rate < 1, "reset.false_alarm_rate must be in (0, 1)"),
+        (cfg.reset.val_window >= 1 and cfg.reset.val_patience >= 1, "reset.val_window and val_patience must be >= 1"),
+        (cfg.reset.kl_z > 0 and cfg.reset.entropy_z >= 0, "reset.kl_z must be > 0 and reset.entropy_z >= 0"),
+        (cfg.reset.entropy_window >= 1 and cfg.reset.entropy_recent >= 1,
+         "reset.entropy_window and entropy_recent must be >= 1"),
+        (0 <= cfg.reset.entropy_drop < 1, "reset.entropy_drop must be in [0, 1)"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -1,7 +1,8 @@
 """Run dashboards and pass@k figures (matplotlib, Agg, no pyplot global state).
 
 A run directory holds ``metrics.jsonl`` (one JSON object per line with ``step`` and verl
-metric names) and ``events.jsonl`` (``{"step", "type": "reset"|"stage", "cause", ...}``).
+metric names) and ``events.jsonl`` (``{"step", "type": "reset"|"stage", "cause", ...}``; a reset also has ``trigger``,
+``statistic``, ``threshold``, ``p_value``, drawn as a label along its line).
 Both may still be being written: unreadable lines (e.g. a partial last line) are skipped.
 Figures are built with :class:`matplotlib.figure.Figure` directly, so plotting from a
 training process never touches a GUI backend or pyplot's global figure registry.
@@ -166,8 +167,27 @@ def _plot_series(
     return drawn
 
 
-def draw_events(ax, events: Sequence[dict]) -> int:
-    """Mark events as vertical lines (style by type, one legend entry per type); returns count drawn."""
+def reset_label(ev: dict) -> str:
+    """A short label for a reset event: its trigger and, when logged, ``statistic > threshold``.
+
+    Events written before ``trigger`` was logged take it from the cause (``"kl_spike: ..."`` ->
+    ``kl_spike``; ``"val_degradation[math]: ..."`` keeps the data_source)."""
+    trigger = ev.get("trigger")
+    if not trigger:
+        m = re.match(r"^\s*([A-Za-z_]+(?:\[[^\]]*\])?)(?::|\s|$)", str(ev.get("cause", "")))
+        trigger = m.group(1) if m else "reset"
+    else:
+        m = re.match(r"^\s*[A-Za-z_]+(\[[^\]]*\]):", str(ev.get("cause", "")))
+        trigger += m.group(1) if m else ""
+    stat, thr = _num(ev.get("statistic")), _num(ev.get("threshold"))
+    if stat is not None and thr is not None:
+        trigger += f" {stat:.3g}{'>' if stat > thr else '<='}{thr:.3g}"
+    return str(trigger)
+
+
+def draw_events(ax, events: Sequence[dict], *, annotate: bool = False) -> int:
+    """Mark events as vertical lines (style by type, one legend entry per type); returns count drawn.
+    With ``annotate``, each reset line is labelled with :func:`reset_label` along its top."""
     seen: set[str] = set()
     drawn = 0
     for ev in events:
@@ -180,6 +200,10 @@ def draw_events(ax, events: Sequence[dict]) -> int:
             step, color=color, linestyle=ls, linewidth=1.2, alpha=0.9, label=None if etype in seen else label
         )
         line.set_gid(f"event:{etype}")
+        if annotate and etype == "reset":
+            text = ax.text(step, 0.98, " " + reset_label(ev), transform=ax.get_xaxis_transform(), rotation=90,
+                           ha="right", va="top", fontsize=6, color=color, clip_on=True)
+            text.set_gid("event-label:reset")
         seen.add(etype)
         drawn += 1
     return drawn
@@ -218,7 +242,7 @@ def build_run_figure(records: Sequence[dict], events: Sequence[dict], title: str
                 tax.set_ylabel(p.twin_ylabel)
                 h2, l2 = tax.get_legend_handles_labels()
                 handles, labels = handles + h2, labels + l2
-        draw_events(ax, events)
+        draw_events(ax, events, annotate=True)
         h3, l3 = ax.get_legend_handles_labels()
         for h, lab in zip(h3, l3):
             if lab not in labels:
@@ -228,7 +252,8 @@ def build_run_figure(records: Sequence[dict], events: Sequence[dict], title: str
             ax.legend(handles, labels, fontsize=7, loc="best")
 
     if events:
-        lines = [f"step {e.get('step')}: {e.get('type', 'event')} ({e.get('cause', '')})" for e in events[-6:]]
+        lines = [f"step {e.get('step')}: {e.get('type', 'event')} ({e.get('cause', '')})" if e.get("type") != "reset"
+                 else f"step {e.get('step')}: reset ({reset_label(e)})" for e in events[-6:]]
         more = f" (+{len(events) - 6} earlier)" if len(events) > 6 else ""
         fig.supxlabel("events" + more + ":  " + "   |   ".join(lines), fontsize=7)
     return fig

@@ -106,6 +106,31 @@ def test_plot_run_writes_png_with_events_on_every_panel(tmp_path):
     assert any(t.startswith("pg_clipfrac_lower (dual clip: r > clip_ratio_c, A < 0)") for t in clip)
 
 
+def test_resets_are_labelled_with_their_trigger():
+    """Every panel labels each reset line with its trigger (and statistic vs threshold when logged);
+    events written before ``trigger`` was logged take it from the cause."""
+    events = [
+        {"step": 10, "type": "reset", "cause": "kl_spike: kl=0.4 > 5.0 x median 0.03"},  # an old event
+        {"step": 20, "type": "stage", "cause": "stage 2"},
+        {"step": 30, "type": "reset", "cause": "val_degradation[math]: last eval ...", "trigger": "val_degradation",
+         "statistic": 4.123, "threshold": 3.21, "p_value": 0.001},
+        {"step": 40, "type": "reset", "cause": "scheduled: step 40 is in reset_steps", "trigger": "scheduled",
+         "statistic": None, "threshold": None, "p_value": None},
+        {"step": 50, "type": "reset", "cause": "reset requested by file", "trigger": "manual"},
+    ]
+    records = [{"step": s, "actor/entropy": 1.0 / s, "actor/kl_loss": 0.01} for s in range(1, 60)]
+    fig = plotting.build_run_figure(records, events)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert len(axes) == 2
+    for ax in axes:
+        labels = sorted((t.get_position()[0], t.get_text().strip()) for t in ax.texts
+                        if t.get_gid() == "event-label:reset")
+        assert labels == [(10, "kl_spike"), (30, "val_degradation[math] 4.12>3.21"), (40, "scheduled"),
+                          (50, "manual")], labels
+    assert plotting.reset_label({"cause": "scheduled"}) == "scheduled"
+    assert plotting.reset_label({"cause": ""}) == "reset"
+
+
 def test_runs_logged_before_the_rename_keep_the_old_meaning_of_clipfrac_lower():
     # before pg_clipfrac_below_low_bound existed, pg_clipfrac_lower held r < 1-eps_low (not the dual clip)
     old = [{"step": s, "actor/pg_clipfrac": 0.01, "actor/pg_clipfrac_lower": 0.004} for s in range(1, 4)]

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from prorl.algo.reset_policy import decide_reset
+from prorl.algo.reset_policy import TriggerResult, decide_reset
 from prorl.config import Config, ConfigError, describe_fields, to_dict
 from prorl.data.dataset import AllPromptsRetired, PromptSampler, build_examples
 from prorl.rewards.scorer import RewardScorer
@@ -160,14 +160,17 @@ class Trainer:
         if (idx := self.schedule.stage_at(step, self.state.stage)) != self.state.stage:
             self._enter_stage(step, idx)
             if self.schedule.resets_on_enter(idx):
-                self.reset(f"stage {self.schedule.name(idx)} starts", step=step)
+                self.reset(f"stage {self.schedule.name(idx)} starts", step=step, trigger="stage")
         # ---- resets: on demand (file or SIGUSR1), scheduled, automatic; rank 0 decides for all
         manual = D.broadcast(self.world, self.controls.take_reset_request() if self.controls else None)
-        auto = None if manual else self._auto_reset_cause(step)
+        auto = None if manual else self._auto_reset_decision(step)
         if auto and (nxt := self.schedule.next_on_trigger(self.state.stage)) is not None:
             self._enter_stage(step, nxt)  # a trigger also ends a stage marked until_trigger
+        if manual:
+            self.reset(manual, step=step, trigger="manual")
+        elif auto:
+            self.reset(auto.cause, step=step, decision=auto)
         if manual or auto:
-            self.reset(manual or auto, step=step)
             r = self.cfg.reset
             if 0 < r.max_failed_recoveries <= self.state.failed_recoveries:
                 msg = (f"{self.state.failed_recoveries} rollbacks in a row did not bring validation back to the best "
@@ -210,6 +213,8 @@ class Trainer:
         metrics = reduce_rank_metrics(D.all_gather(self.world, metrics)) | update_metrics
         if "actor/kl_loss" in metrics:
             self.state.kl_history.append(metrics["actor/kl_loss"])
+        if "actor/entropy" in metrics:
+            self.state.entropy_history.append(metrics["actor/entropy"])
         metrics |= {"actor/lr": self.actor.lr, "training/stage": self.state.stage,
                     "timing_s/step": time.perf_counter() - t_step}
         self.state.step = step
@@ -248,13 +253,18 @@ class Trainer:
     def _watch(self, step: int, results: dict) -> None:
         """Feed a usable validation to the watchdog: history, best score, recovery after a rollback."""
         per_source = {ds: r["mean_score"] for ds, r in results.items() if ds != "all"}
-        self.state.record_validation(step, per_source)
+        counts = {ds: {"prompts": r["num_prompts"], "samples": r["samples_per_prompt"], "scored": r["num_scored"]}
+                  for ds, r in results.items() if ds != "all"}
+        self.state.record_validation(step, per_source, counts)
         self.state.check_recovery(per_source, self.cfg.reset.val_margin)
         self.log(f"step {step} validation: " + ", ".join(f"{ds} {v:.3f}" for ds, v in per_source.items()))
 
-    def reset(self, cause: str, *, step: int | None = None) -> None:
+    def reset(self, cause: str, *, step: int | None = None, decision: TriggerResult | None = None,
+              trigger: str = "manual") -> None:
         """ProRL's hard reset (what ``reset.reset_reference`` / ``reset_optimizer`` say), after a
-        rollback to the best checkpoint when ``reset.rollback_to_best``; logged as an event."""
+        rollback to the best checkpoint when ``reset.rollback_to_best``; logged as a ``reset`` event
+        with the ``trigger`` that fired and, for an automatic one (``decision``), its ``statistic``,
+        ``threshold`` and ``p_value``."""
         step = self.state.step + 1 if step is None else step
         r, state = self.cfg.reset, self.state
         rollback = r.rollback_to_best and state.best_ckpt and Path(state.best_ckpt).exists()
@@ -267,7 +277,9 @@ class Trainer:
         state.record_reset(step, cause)
         if rollback:
             state.record_rollback()
-        self.logger.event(step, "reset", cause, reference=r.reset_reference, optimizer=r.reset_optimizer)
+        why = decision.event_fields() if decision is not None else \
+            {"trigger": trigger, "statistic": None, "threshold": None, "p_value": None}
+        self.logger.event(step, "reset", cause, reference=r.reset_reference, optimizer=r.reset_optimizer, **why)
         self.log(f"step {step}: RESET ({cause})")
 
     def save(self, *, keep: int | None = None) -> Path:
@@ -318,14 +330,15 @@ class Trainer:
         self.logger.event(step, "stage", f"enter stage {self.schedule.name(idx)}", stage=idx, overrides=overrides)
         self.log(f"step {step}: entering stage {self.schedule.name(idx)} {overrides}")
 
-    def _auto_reset_cause(self, step: int) -> str | None:
+    def _auto_reset_decision(self, step: int) -> TriggerResult | None:
         """A scheduled or trigger-policy reset due at ``step`` (same inputs, same answer on every rank)."""
         val_histories, blended, evals_since = self.state.trigger_histories()
         decision = decide_reset(self.cfg.reset, step=step, kl_history=self.state.kl_history,
                                 val_histories=val_histories, blended_val_history=blended,
                                 steps_since_last_reset=self.state.steps_since_reset(step),
-                                evals_since_last_reset=evals_since)
-        return decision.cause if decision.fired else None
+                                evals_since_last_reset=evals_since, val_counts=self.state.trigger_counts(),
+                                entropy_history=self.state.entropy_history)
+        return decision if decision.fired else None
 
     def _out_of_time(self) -> bool:
         budget = self.cfg.trainer.max_minutes

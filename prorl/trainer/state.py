@@ -18,7 +18,11 @@ class RunState:
     stage: int = 0
     resets: list[dict] = field(default_factory=list)  # {"step", "cause"}
     kl_history: list[float] = field(default_factory=list)  # actor/kl_loss per step
+    entropy_history: list[float] = field(default_factory=list)  # actor/entropy per step
     val_history: dict[str, list[float]] = field(default_factory=dict)  # per data_source
+    # per data_source, aligned with val_history: {"prompts", "samples", "scored"} of each validation
+    # (None for validations recorded by a checkpoint from before counts were kept)
+    val_counts: dict[str, list[dict[str, int] | None]] = field(default_factory=dict)
     blended_val_history: list[float] = field(default_factory=list)
     last_reset_step: int | None = None
     evals_at_last_reset: int = 0
@@ -28,9 +32,18 @@ class RunState:
     best_ckpt_step: int | None = None
     reference_reset: bool = False  # the reference differs from the initial model (saved with checkpoints)
     best_scores: dict[str, float] = field(default_factory=dict)  # per-source validation at best_step
+    best_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # their sample counts
     defended: dict[str, float] | None = None  # scores of the checkpoint the last rollback restored
+    defended_counts: dict[str, dict[str, int]] | None = None  # their sample counts
     failed_recoveries: int = 0  # rollbacks in a row after which validation never got back to `defended`
     sampler: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # a state saved before sample counts were kept: its validations have unknown counts
+        for ds, hist in self.val_history.items():
+            counts = self.val_counts.setdefault(ds, [])
+            if len(counts) < len(hist):
+                counts[:0] = [None] * (len(hist) - len(counts))
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -40,14 +53,19 @@ class RunState:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
-    def record_validation(self, step: int, per_source: dict[str, float]) -> float:
-        """Append a validation result; returns the blended (mean over sources) score."""
+    def record_validation(self, step: int, per_source: dict[str, float],
+                          counts: dict[str, dict[str, int]] | None = None) -> float:
+        """Append a validation result (scores and, per source, ``{"prompts", "samples", "scored"}``
+        sample counts); returns the blended (mean over sources) score."""
+        counts = counts or {}
         for ds, v in per_source.items():
             self.val_history.setdefault(ds, []).append(v)
+            self.val_counts.setdefault(ds, []).append(dict(counts[ds]) if ds in counts else None)
         blended = sum(per_source.values()) / max(1, len(per_source))
         self.blended_val_history.append(blended)
         if self.best_val is None or blended > self.best_val:
             self.best_val, self.best_step, self.best_scores = blended, step, dict(per_source)
+            self.best_counts = {ds: dict(c) for ds, c in counts.items()}
         return blended
 
     def record_rollback(self) -> None:
@@ -56,11 +74,12 @@ class RunState:
         if self.defended is not None:
             self.failed_recoveries += 1
         self.defended = dict(self.best_scores)
+        self.defended_counts = {ds: dict(c) for ds, c in self.best_counts.items()}
 
     def check_recovery(self, per_source: dict[str, float], margin: float) -> None:
         """Validation is back within ``margin`` of the defended level on every source: recovered."""
         if self.defended is not None and all(per_source.get(ds, 0.0) >= v - margin for ds, v in self.defended.items()):
-            self.defended, self.failed_recoveries = None, 0
+            self.defended, self.defended_counts, self.failed_recoveries = None, None, 0
 
     def trigger_histories(self) -> tuple[dict[str, list[float]], list[float], int | None]:
         """Validation histories since the last reset, as the trigger policies see them; after a
@@ -72,6 +91,16 @@ class RunState:
         val = {ds: [self.defended.get(ds, float("nan"))] + h[len(h) - n:] for ds, h in self.val_history.items()}
         restored = sum(self.defended.values()) / max(1, len(self.defended))
         return val, [restored] + self.blended_val_history[len(self.blended_val_history) - n:], n + 1
+
+    def trigger_counts(self) -> dict[str, list[int | None]]:
+        """The scored-sample counts behind :meth:`trigger_histories`' scores, aligned with them
+        (``None`` where unknown)."""
+        scored = {ds: [c["scored"] if c else None for c in cs] for ds, cs in self.val_counts.items()}
+        n = self.evals_since_reset()
+        if n is None or self.defended is None:
+            return scored
+        restored = self.defended_counts or {}
+        return {ds: [restored[ds]["scored"] if ds in restored else None] + c[len(c) - n:] for ds, c in scored.items()}
 
     def record_reset(self, step: int, cause: str) -> None:
         self.resets.append({"step": step, "cause": cause})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -163,14 +165,16 @@ def test_scheduled():
 
 
 # ---------------------------------------------------------------- decide_reset
-_POLICY_KEYS = {"min_steps_between_resets", "kl_window", "kl_factor", "kl_min_history", "kl_abs_floor", "val_margin",
-                "val_patience", "plateau_patience", "plateau_min_delta"}
+_POLICY_KEYS = {f.name for f in dataclasses.fields(ResetConfig)} - {"auto", "triggers", "steps"}
+CLASSIC_TRIGGERS = ("scheduled", "kl_spike", "val_degradation", "val_plateau")
 
 
-def decide_reset(*, triggers=TRIGGERS, reset_steps=(), **kw):
-    """The real decide_reset with its policy (a ``reset`` config section) built from loose keywords."""
+def decide_reset(*, triggers=CLASSIC_TRIGGERS, reset_steps=(), **kw):
+    """The real decide_reset with its policy (a ``reset`` config section) built from loose keywords;
+    the fixed-threshold rules (kl_test=factor, val_test=margin) unless the keywords say otherwise."""
     policy = ResetConfig(auto=True, triggers=[t for t in triggers if t != "scheduled"], steps=list(reset_steps),
-                         **{k: kw.pop(k) for k in list(kw) if k in _POLICY_KEYS})
+                         **{"kl_test": "factor", "val_test": "margin",
+                            **{k: kw.pop(k) for k in list(kw) if k in _POLICY_KEYS}})
     return reset_policy.decide_reset(policy, **kw)
 
 
@@ -179,8 +183,11 @@ def test_decide_reset_reads_the_reset_section():
     kw = dict(step=300, kl_history=[0.02] * 100 + [0.5])
     assert not reset_policy.decide_reset(ResetConfig(auto=False), **kw).fired
     assert reset_policy.decide_reset(ResetConfig(auto=False, steps=[300]), **kw).trigger == "scheduled"
-    assert reset_policy.decide_reset(ResetConfig(auto=True), **kw).trigger == "kl_spike"
-    assert not reset_policy.decide_reset(ResetConfig(auto=True, kl_factor=100.0), **kw).fired
+    r = reset_policy.decide_reset(ResetConfig(auto=True), **kw)
+    assert r.trigger == "kl_spike" and "robust z" in r.cause and r.threshold == 6.0  # the default is robust_z
+    assert not reset_policy.decide_reset(ResetConfig(auto=True, kl_z=100.0), **kw).fired
+    assert reset_policy.decide_reset(ResetConfig(auto=True, kl_z=100.0, kl_test="factor"), **kw).fired
+    assert not reset_policy.decide_reset(ResetConfig(auto=True, kl_test="factor", kl_factor=100.0), **kw).fired
 
 
 def _kw(**over):
@@ -215,7 +222,7 @@ def test_decide_reset_returns_first_firing_cause_in_order():
     assert not decide_reset(**kw, triggers=()).fired
     with pytest.raises(ValueError):
         decide_reset(**kw, triggers=("bogus",))
-    assert set(TRIGGERS) == {"scheduled", "kl_spike", "val_degradation", "val_plateau"}
+    assert set(TRIGGERS) == {"scheduled", "kl_spike", "val_degradation", "val_plateau", "entropy_collapse"}
 
 
 def test_decide_reset_cooldown_blocks_repeat_but_not_schedule():

@@ -28,8 +28,12 @@ BASE = [
 CONDITIONAL = {
     "algo.cispo_eps_max": "packed",  # read by the cispo loss only
     "actor.max_tokens_per_row": "packed", "actor.logprob_chunk_tokens": "packed", "actor.fp32_lm_head": "packed",
+    # the fixed-threshold reset rules and the opt-in entropy trigger (the second run selects them)
+    "reset.kl_factor": "packed", "reset.val_patience": "packed", "reset.entropy_window": "packed",
+    "reset.entropy_recent": "packed", "reset.entropy_drop": "packed", "reset.entropy_z": "packed",
 }
-PACKED = ["algo.policy_loss=cispo", "actor.max_tokens_per_micro_batch=64"]
+PACKED = ["algo.policy_loss=cispo", "actor.max_tokens_per_micro_batch=64", "reset.kl_test=factor",
+          "reset.val_test=margin", "reset.triggers=[kl_spike, val_degradation, val_plateau, entropy_collapse]"]
 # read only with the engine's sampling log-probs (config validation refuses them with the hf engine): -m vllm
 VLLM_ONLY = {"algo.rollout_correction", "algo.rollout_corr_tis_cap", "algo.rollout_corr_low", "algo.rollout_corr_high"}
 
