@@ -96,11 +96,21 @@ class AlgoConfig:
                                         "grew large (gradient 0 there); must be > 1; none/null = no dual clip")
     loss_agg_mode: str = f("token-mean", "loss aggregation", choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
     adv_estimator: str = f("grpo", "advantage estimator: grpo (reward minus group mean, over group std) | "
-                                   "reinforce_pp_baseline (ProRL v2: reward minus group mean, over the std of the whole batch)")
+                                   "reinforce_pp_baseline (ProRL v2: reward minus group mean, over the std of the whole batch) | "
+                                   "w_reinforce (arXiv:2506.01347: REINFORCE with +-1 rewards, correct ones weighted by "
+                                   "positive_weight; no baseline, norm_adv_by_std unused) | passk (arXiv:2508.10751: the "
+                                   "analytical pass@k advantage of each response over all size-passk_k subsets of its group); "
+                                   "w_reinforce / passk count a reward > 0.5 as correct")
     norm_adv_by_std: bool = f(True, "divide group-centred rewards by the std (grpo: the group's; reinforce_pp_baseline: the batch's)")
     policy_loss: str = f("clip", "policy loss: clip (PPO clip with decoupled eps_low / eps_high, dual clip clip_ratio_c) | cispo (ScaleRL / MiniMax-M1: "
                                  "-sg(min(ratio, 1 + cispo_eps_max)) * A * logp, every token keeps its gradient)")
     cispo_eps_max: float = f(4.0, "cispo: the importance weight is truncated at 1 + cispo_eps_max (4 = TRL's ScaleRL cap of 5)")
+    positive_weight: float = f(0.1, "w_reinforce: lambda, the weight of correct responses (+lambda; wrong ones -1); the "
+                                    "paper's best 0.1, 0 = negative samples only (NSR), 1 = plain REINFORCE. On-policy the "
+                                    "clip loss's gradient is REINFORCE's (ratio 1). The paper trains on all-wrong groups "
+                                    "too: set dynamic_sampling=false to keep them")
+    passk_k: int = f(4, "passk: k of the pass@k objective, 1 <= k < rollout.n (k = 1 is GRPO with the population std; "
+                        "k = rollout.n leaves no signal)")
     kl_coef: float = f(1e-4, "beta of the KL penalty to the reference policy; 0 skips the reference model")
     kl_estimator: str = f("k3", "KL estimator", choices=("k1", "k2", "k3"))
     entropy_coef: float = f(0.0, "entropy bonus coefficient (0 = off, as in ProRL)")
@@ -314,6 +324,11 @@ def validate(cfg: Config) -> None:
         (r.cpu_kv_cache_gib > 0, "rollout.cpu_kv_cache_gib must be > 0"),
         (r.max_model_len >= 0, "rollout.max_model_len must be >= 0"),
         (t.cispo_eps_max > 0, "algo.cispo_eps_max must be > 0 (the importance weight is capped at 1 + cispo_eps_max)"),
+        (t.positive_weight >= 0, "algo.positive_weight (w_reinforce) must be >= 0 (0 = negative samples only)"),
+        (t.passk_k >= 1, "algo.passk_k (passk) must be >= 1"),
+        (t.adv_estimator != "passk" or t.passk_k < r.n,
+         f"algo.passk_k ({t.passk_k}) must be < rollout.n ({r.n}): pass@k over subsets of a group of rollout.n "
+         f"responses; with k = n the only subset is the group and every advantage is 0"),
         (r.max_batch_size >= 1, "rollout.max_batch_size must be >= 1"),
         (cfg.model.autocast == "none" or cfg.model.dtype == "float32",
          f"model.autocast={cfg.model.autocast} keeps float32 weights and computes in {cfg.model.autocast}; with "

@@ -17,11 +17,14 @@ import torch
 
 from prorl.algo.advantages import (  # noqa: F401  (re-exported)
     ADV_ESTIMATORS,
+    adv_estimator_hyper,
     compute_advantages,
     get_adv_estimator,
     grpo_advantages,
+    passk_advantages,
     register_adv_estimator,
     reinforce_pp_baseline_advantages,
+    w_reinforce_advantages,
 )
 from prorl.algo.losses import (  # noqa: F401  (re-exported)
     LOSS_AGG_MODES,
