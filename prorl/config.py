@@ -89,11 +89,12 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
-    eps_low: float = f(0.2, "lower clip range: ratio clipped at 1 - eps_low")
-    eps_high: float = f(0.4, "upper clip range (DAPO clip-higher): ratio clipped at 1 + eps_high")
+    eps_low: float = f(0.2, "lower clip range: ratio clipped at 1 - eps_low (clip, clip_cov)")
+    eps_high: float = f(0.4, "upper clip range (DAPO clip-higher): ratio clipped at 1 + eps_high (clip, clip_cov)")
     clip_ratio_c: float | None = f(3.0, "clip: verl's dual clip (arXiv:1912.09729; verl's default 3): for A < 0 the per-token "
                                         "loss is capped at -A * clip_ratio_c, bounding the push-down of tokens whose ratio "
-                                        "grew large (gradient 0 there); must be > 1; none/null = no dual clip")
+                                        "grew large (gradient 0 there); must be > 1; none/null = no dual clip. "
+                                        "clip only: clip_cov and kl_cov have no dual clip, as verl's")
     loss_agg_mode: str = f("token-mean", "loss aggregation", choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
     adv_estimator: str = f("grpo", "advantage estimator: grpo (reward minus group mean, over group std) | "
                                    "reinforce_pp_baseline (ProRL v2: reward minus group mean, over the std of the whole batch) | "
@@ -103,7 +104,11 @@ class AlgoConfig:
                                    "w_reinforce / passk count a reward > 0.5 as correct")
     norm_adv_by_std: bool = f(True, "divide group-centred rewards by the std (grpo: the group's; reinforce_pp_baseline: the batch's)")
     policy_loss: str = f("clip", "policy loss: clip (PPO clip with decoupled eps_low / eps_high, dual clip clip_ratio_c) | cispo (ScaleRL / MiniMax-M1: "
-                                 "-sg(min(ratio, 1 + cispo_eps_max)) * A * logp, every token keeps its gradient)")
+                                 "-sg(min(ratio, 1 + cispo_eps_max)) * A * logp, every token keeps its gradient) | "
+                                 "clip_cov (arXiv:2505.22617 / verl: the clip loss with eps_low / eps_high, no dual clip, "
+                                 "plus the gradient of a few high-covariance tokens cut; clip_cov_*) | kl_cov (the same "
+                                 "paper: unclipped -ratio * A plus ppo_kl_coef * |log ratio| on the kl_cov_ratio tokens "
+                                 "of largest covariance)")
     cispo_eps_max: float = f(4.0, "cispo: the importance weight is truncated at 1 + cispo_eps_max (4 = TRL's ScaleRL cap of 5)")
     positive_weight: float = f(0.1, "w_reinforce: lambda, the weight of correct responses (+lambda; wrong ones -1); the "
                                     "paper's best 0.1, 0 = negative samples only (NSR), 1 = plain REINFORCE. On-policy the "
@@ -111,6 +116,17 @@ class AlgoConfig:
                                     "too: set dynamic_sampling=false to keep them")
     passk_k: int = f(4, "passk: k of the pass@k objective, 1 <= k < rollout.n (k = 1 is GRPO with the population std; "
                         "k = rollout.n leaves no signal)")
+    clip_cov_ratio: float = f(2e-4, "clip_cov: fraction r of the micro-batch's tokens whose gradient is cut (at least 1 "
+                                    "token), drawn at random among those with cov(A, logp) in (clip_cov_lb, clip_cov_ub) "
+                                    "not already PPO-clipped (verl / arXiv:2505.22617 default 2e-4; the draw uses torch's "
+                                    "generator, seeded by trainer.seed and checkpointed); in (0, 1]")
+    clip_cov_lb: float = f(1.0, "clip_cov: lower bound of the covariance window (verl / paper: 1)")
+    clip_cov_ub: float = f(5.0, "clip_cov: upper bound of the covariance window (verl / paper: 5)")
+    kl_cov_ratio: float = f(2e-4, "kl_cov: fraction k of the micro-batch's tokens with the largest cov(A, logp) (at least "
+                                  "1) that get the penalty ppo_kl_coef * |log ratio| (verl's default 2e-4; the paper's "
+                                  "recipes 2e-3 for 7B, 2e-4 for 32B); in (0, 1]")
+    ppo_kl_coef: float = f(0.1, "kl_cov: coefficient of |logp - old_logp| on the selected tokens (a KL to the old policy, "
+                                "not the reference's kl_coef); verl's config default 0.1, the paper's recipes 1")
     kl_coef: float = f(1e-4, "beta of the KL penalty to the reference policy; 0 skips the reference model")
     kl_estimator: str = f("k3", "KL estimator", choices=("k1", "k2", "k3"))
     entropy_coef: float = f(0.0, "entropy bonus coefficient (0 = off, as in ProRL)")
@@ -329,6 +345,10 @@ def validate(cfg: Config) -> None:
         (t.adv_estimator != "passk" or t.passk_k < r.n,
          f"algo.passk_k ({t.passk_k}) must be < rollout.n ({r.n}): pass@k over subsets of a group of rollout.n "
          f"responses; with k = n the only subset is the group and every advantage is 0"),
+        (0 < t.clip_cov_ratio <= 1 and 0 < t.kl_cov_ratio <= 1,
+         "algo.clip_cov_ratio (clip_cov) and algo.kl_cov_ratio (kl_cov) must be in (0, 1]"),
+        (t.clip_cov_lb < t.clip_cov_ub, "algo.clip_cov_lb must be < algo.clip_cov_ub (clip_cov's covariance window)"),
+        (t.ppo_kl_coef >= 0, "algo.ppo_kl_coef (kl_cov) must be >= 0"),
         (r.max_batch_size >= 1, "rollout.max_batch_size must be >= 1"),
         (cfg.model.autocast == "none" or cfg.model.dtype == "float32",
          f"model.autocast={cfg.model.autocast} keeps float32 weights and computes in {cfg.model.autocast}; with "

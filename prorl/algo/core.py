@@ -1,7 +1,7 @@
 """The pure algorithm core: KL estimators, the dynamic-sampling filter and reward shaping
 (DAPO's overlong penalty, ProRL v2's scheduled cosine length penalty); the advantage estimators
 (:mod:`prorl.algo.advantages`) and the policy losses with loss aggregation
-(:mod:`prorl.algo.losses`) are re-exported here.
+(:mod:`prorl.algo.losses`, :mod:`prorl.algo.losses_cov`) are re-exported here.
 
 Everything here is a function of tensors and scalars: no models, no config objects, no I/O.
 Shapes: ``B`` responses in a batch, ``T`` response tokens (padded), ``G`` groups of ``n``.
@@ -38,6 +38,8 @@ from prorl.algo.losses import (  # noqa: F401  (re-exported)
     policy_loss_hyper,
     register_policy_loss,
 )
+
+from prorl.algo.losses_cov import clip_cov_policy_loss, kl_cov_policy_loss  # noqa: F401,E402  (re-exported)
 
 policy_loss = clip_policy_loss  # the decoupled-clip loss under its historical name
 

@@ -245,6 +245,8 @@ class Actor:
             _add(stats, "actor/pg_clipfrac_below_low_bound", pl.clipfrac_below_low_bound.item(), weight)
             _add(stats, "actor/ppo_kl", pl.approx_kl.item(), weight)
             _add(stats, "actor/entropy", masked_mean(ent.detach(), mask).item(), weight)
+            for name, value in pl.extra.items():  # a loss's own statistics (e.g. clip_cov's pg_clipfrac_cov)
+                _add(stats, f"actor/{name}", float(value), weight)
         grad_norm = self._clip_grad_norm(actor.grad_clip)
         if torch.isfinite(grad_norm):
             self.optimizer.step()
