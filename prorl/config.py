@@ -127,6 +127,15 @@ class AlgoConfig:
                                   "recipes 2e-3 for 7B, 2e-4 for 32B); in (0, 1]")
     ppo_kl_coef: float = f(0.1, "kl_cov: coefficient of |logp - old_logp| on the selected tokens (a KL to the old policy, "
                                 "not the reference's kl_coef); verl's config default 0.1, the paper's recipes 1")
+    entropy_top_fraction: float = f(0.0, "arXiv:2506.01939 (80/20): the policy gradient flows only through this top "
+                                         "fraction of the counted tokens by entropy (paper: 0.2), any policy loss; the "
+                                         "KL and entropy terms keep every token, the loss keeps its denominator; 0 or 1 "
+                                         "= off. Logged as actor/entropy_mask_fraction")
+    entropy_mask_scope: str = f("mini_batch", "entropy_top_fraction's threshold: mini_batch (the paper's batch-wide "
+                                "threshold over every micro-batch and process; costs one no-grad forward per "
+                                "mini-batch when it spans several micro-batches) | micro_batch (each micro-batch's "
+                                "own top fraction, as the paper's released code; free)",
+                                choices=("mini_batch", "micro_batch"))
     kl_coef: float = f(1e-4, "beta of the KL penalty to the reference policy; 0 skips the reference model")
     kl_estimator: str = f("k3", "KL estimator", choices=("k1", "k2", "k3"))
     entropy_coef: float = f(0.0, "entropy bonus coefficient (0 = off, as in ProRL)")
@@ -349,6 +358,7 @@ def validate(cfg: Config) -> None:
          "algo.clip_cov_ratio (clip_cov) and algo.kl_cov_ratio (kl_cov) must be in (0, 1]"),
         (t.clip_cov_lb < t.clip_cov_ub, "algo.clip_cov_lb must be < algo.clip_cov_ub (clip_cov's covariance window)"),
         (t.ppo_kl_coef >= 0, "algo.ppo_kl_coef (kl_cov) must be >= 0"),
+        (0 <= t.entropy_top_fraction <= 1, "algo.entropy_top_fraction must be in [0, 1] (0 or 1 = every token)"),
         (r.max_batch_size >= 1, "rollout.max_batch_size must be >= 1"),
         (cfg.model.autocast == "none" or cfg.model.dtype == "float32",
          f"model.autocast={cfg.model.autocast} keeps float32 weights and computes in {cfg.model.autocast}; with "

@@ -1,7 +1,8 @@
 """The pure algorithm core: KL estimators, the dynamic-sampling filter and reward shaping
 (DAPO's overlong penalty, ProRL v2's scheduled cosine length penalty); the advantage estimators
 (:mod:`prorl.algo.advantages`) and the policy losses with loss aggregation
-(:mod:`prorl.algo.losses`, :mod:`prorl.algo.losses_cov`) are re-exported here.
+(:mod:`prorl.algo.losses`, :mod:`prorl.algo.losses_cov`) are re-exported here; the 80/20 entropy
+mask is :mod:`prorl.algo.entropy_mask`.
 
 Everything here is a function of tensors and scalars: no models, no config objects, no I/O.
 Shapes: ``B`` responses in a batch, ``T`` response tokens (padded), ``G`` groups of ``n``.

@@ -28,13 +28,15 @@ BASE = [
 CONDITIONAL = {
     "algo.cispo_eps_max": "packed",  # read by the cispo loss only
     "actor.max_tokens_per_row": "packed", "actor.logprob_chunk_tokens": "packed", "actor.fp32_lm_head": "packed",
-    # read by their loss / estimator only
-    **dict.fromkeys(["algo.passk_k", "algo.clip_cov_ratio", "algo.clip_cov_lb", "algo.clip_cov_ub"], "passk_clip_cov"),
+    # read by their loss / estimator only, the scope only with the entropy mask on
+    **dict.fromkeys(["algo.passk_k", "algo.clip_cov_ratio", "algo.clip_cov_lb", "algo.clip_cov_ub",
+                     "algo.entropy_mask_scope"], "passk_clip_cov"),
     **dict.fromkeys(["algo.positive_weight", "algo.kl_cov_ratio", "algo.ppo_kl_coef"], "w_reinforce_kl_cov"),
 }
 PACKED = ["algo.policy_loss=cispo", "actor.max_tokens_per_micro_batch=64"]
 RUNS = {"packed": PACKED,
-        "passk_clip_cov": ["algo.adv_estimator=passk", "algo.passk_k=2", "algo.policy_loss=clip_cov"],
+        "passk_clip_cov": ["algo.adv_estimator=passk", "algo.passk_k=2", "algo.policy_loss=clip_cov",
+                           "algo.entropy_top_fraction=0.2"],
         "w_reinforce_kl_cov": ["algo.adv_estimator=w_reinforce", "algo.policy_loss=kl_cov"]}
 # read only with the engine's sampling log-probs (config validation refuses them with the hf engine): -m vllm
 VLLM_ONLY = {"algo.rollout_correction", "algo.rollout_corr_tis_cap", "algo.rollout_corr_low", "algo.rollout_corr_high"}
