@@ -324,8 +324,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), *, pr
     return from_dict(tree)
 
 
-def validate(cfg: Config) -> None:
-    """Reject impossible settings before anything loads."""
+def validate(cfg: Config, *, whole_run: bool = True) -> None:
+    """Reject impossible settings before anything loads (``whole_run=False``: one stage's settings
+    alone, without the checks that look at every stage)."""
     a, r, t, rw = cfg.actor, cfg.rollout, cfg.algo, cfg.reward
     checks = [
         (r.n >= 1, "rollout.n must be >= 1"),
@@ -402,6 +403,8 @@ def validate(cfg: Config) -> None:
             near = difflib.get_close_matches(value, list(registry), n=1)
             raise ConfigError(f"{key}: unknown {value!r}" + (f"; did you mean {near[0]!r}?" if near else "")
                               + f" (available: {', '.join(sorted(registry))})")
+    if whole_run:
+        _check_option_keys(cfg)
     if not cfg.data.train_files:
         from prorl.data.builtin_tasks import TASKS
 
@@ -425,9 +428,25 @@ def validate(cfg: Config) -> None:
                 if key.split(".")[0] == "stages":
                     raise ConfigError("a stage cannot override stages")
                 set_dotted(probe, key.split("."), value)
-            validate(from_tree(Config, probe))
+            validate(from_tree(Config, probe), whole_run=False)
         except ConfigError as e:
             raise ConfigError(f"stages[{i}] ({st.name or i}) overrides: {e}") from None
+
+
+def _check_option_keys(cfg: Config) -> None:
+    """A key that only some policy losses / estimators read (their registrations name it), set away
+    from its default while neither the run nor any stage picks one of them: a forgotten
+    ``algo.policy_loss`` / ``algo.adv_estimator``. The default clip loss's keys are exempt."""
+    from prorl.algo.advantages import adv_estimator_fields
+    from prorl.algo.losses import policy_loss_fields
+
+    t, defaults = cfg.algo, AlgoConfig()
+    for kind, readers_of in (("policy_loss", policy_loss_fields()), ("adv_estimator", adv_estimator_fields())):
+        used = {getattr(t, kind)} | {st.overrides[f"algo.{kind}"] for st in cfg.stages if f"algo.{kind}" in st.overrides}
+        for name, readers in sorted(readers_of.items()):
+            if "clip" not in readers and getattr(t, name) != getattr(defaults, name) and not readers & used:
+                raise ConfigError(f"algo.{name} applies to algo.{kind}={' / '.join(sorted(readers))} only, but this run "
+                                  f"uses {', '.join(sorted(used))}: set algo.{kind} too, or leave algo.{name} out")
 
 
 def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
