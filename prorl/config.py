@@ -89,18 +89,53 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
-    eps_low: float = f(0.2, "lower clip range: ratio clipped at 1 - eps_low")
-    eps_high: float = f(0.4, "upper clip range (DAPO clip-higher): ratio clipped at 1 + eps_high")
+    eps_low: float = f(0.2, "lower clip range: ratio clipped at 1 - eps_low (clip, clip_cov)")
+    eps_high: float = f(0.4, "upper clip range (DAPO clip-higher): ratio clipped at 1 + eps_high (clip, clip_cov)")
     clip_ratio_c: float | None = f(3.0, "clip: verl's dual clip (arXiv:1912.09729; verl's default 3): for A < 0 the per-token "
                                         "loss is capped at -A * clip_ratio_c, bounding the push-down of tokens whose ratio "
-                                        "grew large (gradient 0 there); must be > 1; none/null = no dual clip")
+                                        "grew large (gradient 0 there); must be > 1; none/null = no dual clip. "
+                                        "clip only: clip_cov and kl_cov have no dual clip, as verl's")
     loss_agg_mode: str = f("token-mean", "loss aggregation", choices=("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
     adv_estimator: str = f("grpo", "advantage estimator: grpo (reward minus group mean, over group std) | "
-                                   "reinforce_pp_baseline (ProRL v2: reward minus group mean, over the std of the whole batch)")
+                                   "reinforce_pp_baseline (ProRL v2: reward minus group mean, over the std of the whole batch) | "
+                                   "w_reinforce (arXiv:2506.01347: REINFORCE with +-1 rewards, correct ones weighted by "
+                                   "positive_weight; no baseline, norm_adv_by_std unused) | passk (arXiv:2508.10751: the "
+                                   "analytical pass@k advantage of each response over all size-passk_k subsets of its group); "
+                                   "w_reinforce / passk count a reward > 0.5 as correct")
     norm_adv_by_std: bool = f(True, "divide group-centred rewards by the std (grpo: the group's; reinforce_pp_baseline: the batch's)")
     policy_loss: str = f("clip", "policy loss: clip (PPO clip with decoupled eps_low / eps_high, dual clip clip_ratio_c) | cispo (ScaleRL / MiniMax-M1: "
-                                 "-sg(min(ratio, 1 + cispo_eps_max)) * A * logp, every token keeps its gradient)")
+                                 "-sg(min(ratio, 1 + cispo_eps_max)) * A * logp, every token keeps its gradient) | "
+                                 "clip_cov (arXiv:2505.22617 / verl: the clip loss with eps_low / eps_high, no dual clip, "
+                                 "plus the gradient of a few high-covariance tokens cut; clip_cov_*) | kl_cov (the same "
+                                 "paper: unclipped -ratio * A plus ppo_kl_coef * |log ratio| on the kl_cov_ratio tokens "
+                                 "of largest covariance)")
     cispo_eps_max: float = f(4.0, "cispo: the importance weight is truncated at 1 + cispo_eps_max (4 = TRL's ScaleRL cap of 5)")
+    positive_weight: float = f(0.1, "w_reinforce: lambda, the weight of correct responses (+lambda; wrong ones -1); the "
+                                    "paper's best 0.1, 0 = negative samples only (NSR), 1 = plain REINFORCE. On-policy the "
+                                    "clip loss's gradient is REINFORCE's (ratio 1). The paper trains on all-wrong groups "
+                                    "too: set dynamic_sampling=false to keep them")
+    passk_k: int = f(4, "passk: k of the pass@k objective, 1 <= k < rollout.n (k = 1 is GRPO with the population std; "
+                        "k = rollout.n leaves no signal)")
+    clip_cov_ratio: float = f(2e-4, "clip_cov: fraction r of the micro-batch's tokens whose gradient is cut (at least 1 "
+                                    "token), drawn at random among those with cov(A, logp) in (clip_cov_lb, clip_cov_ub) "
+                                    "not already PPO-clipped (verl / arXiv:2505.22617 default 2e-4; the draw uses torch's "
+                                    "generator, seeded by trainer.seed and checkpointed); in (0, 1]")
+    clip_cov_lb: float = f(1.0, "clip_cov: lower bound of the covariance window (verl / paper: 1)")
+    clip_cov_ub: float = f(5.0, "clip_cov: upper bound of the covariance window (verl / paper: 5)")
+    kl_cov_ratio: float = f(2e-4, "kl_cov: fraction k of the micro-batch's tokens with the largest cov(A, logp) (at least "
+                                  "1) that get the penalty ppo_kl_coef * |log ratio| (verl's default 2e-4; the paper's "
+                                  "recipes 2e-3 for 7B, 2e-4 for 32B); in (0, 1]")
+    ppo_kl_coef: float = f(0.1, "kl_cov: coefficient of |logp - old_logp| on the selected tokens (a KL to the old policy, "
+                                "not the reference's kl_coef); verl's config default 0.1, the paper's recipes 1")
+    entropy_top_fraction: float = f(0.0, "arXiv:2506.01939 (80/20): the policy gradient flows only through this top "
+                                         "fraction of the counted tokens by entropy (paper: 0.2), any policy loss; the "
+                                         "KL and entropy terms keep every token, the loss keeps its denominator; 0 or 1 "
+                                         "= off. Logged as actor/entropy_mask_fraction")
+    entropy_mask_scope: str = f("mini_batch", "entropy_top_fraction's threshold: mini_batch (the paper's batch-wide "
+                                "threshold over every micro-batch and process; costs one no-grad forward per "
+                                "mini-batch when it spans several micro-batches) | micro_batch (each micro-batch's "
+                                "own top fraction, as the paper's released code; free)",
+                                choices=("mini_batch", "micro_batch"))
     kl_coef: float = f(1e-4, "beta of the KL penalty to the reference policy; 0 skips the reference model")
     kl_estimator: str = f("k3", "KL estimator", choices=("k1", "k2", "k3"))
     entropy_coef: float = f(0.0, "entropy bonus coefficient (0 = off, as in ProRL)")
@@ -308,8 +343,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), *, pr
     return from_dict(tree)
 
 
-def validate(cfg: Config) -> None:
-    """Reject impossible settings before anything loads."""
+def validate(cfg: Config, *, whole_run: bool = True) -> None:
+    """Reject impossible settings before anything loads (``whole_run=False``: one stage's settings
+    alone, without the checks that look at every stage)."""
     a, r, t, rw = cfg.actor, cfg.rollout, cfg.algo, cfg.reward
     checks = [
         (r.n >= 1, "rollout.n must be >= 1"),
@@ -333,6 +369,16 @@ def validate(cfg: Config) -> None:
         (r.cpu_kv_cache_gib > 0, "rollout.cpu_kv_cache_gib must be > 0"),
         (r.max_model_len >= 0, "rollout.max_model_len must be >= 0"),
         (t.cispo_eps_max > 0, "algo.cispo_eps_max must be > 0 (the importance weight is capped at 1 + cispo_eps_max)"),
+        (t.positive_weight >= 0, "algo.positive_weight (w_reinforce) must be >= 0 (0 = negative samples only)"),
+        (t.passk_k >= 1, "algo.passk_k (passk) must be >= 1"),
+        (t.adv_estimator != "passk" or t.passk_k < r.n,
+         f"algo.passk_k ({t.passk_k}) must be < rollout.n ({r.n}): pass@k over subsets of a group of rollout.n "
+         f"responses; with k = n the only subset is the group and every advantage is 0"),
+        (0 < t.clip_cov_ratio <= 1 and 0 < t.kl_cov_ratio <= 1,
+         "algo.clip_cov_ratio (clip_cov) and algo.kl_cov_ratio (kl_cov) must be in (0, 1]"),
+        (t.clip_cov_lb < t.clip_cov_ub, "algo.clip_cov_lb must be < algo.clip_cov_ub (clip_cov's covariance window)"),
+        (t.ppo_kl_coef >= 0, "algo.ppo_kl_coef (kl_cov) must be >= 0"),
+        (0 <= t.entropy_top_fraction <= 1, "algo.entropy_top_fraction must be in [0, 1] (0 or 1 = every token)"),
         (r.max_batch_size >= 1, "rollout.max_batch_size must be >= 1"),
         (cfg.model.autocast == "none" or cfg.model.dtype == "float32",
          f"model.autocast={cfg.model.autocast} keeps float32 weights and computes in {cfg.model.autocast}; with "
@@ -382,6 +428,8 @@ def validate(cfg: Config) -> None:
             near = difflib.get_close_matches(value, list(registry), n=1)
             raise ConfigError(f"{key}: unknown {value!r}" + (f"; did you mean {near[0]!r}?" if near else "")
                               + f" (available: {', '.join(sorted(registry))})")
+    if whole_run:
+        _check_option_keys(cfg)
     if not cfg.data.train_files:
         from prorl.data.builtin_tasks import TASKS
 
@@ -405,9 +453,25 @@ def validate(cfg: Config) -> None:
                 if key.split(".")[0] == "stages":
                     raise ConfigError("a stage cannot override stages")
                 set_dotted(probe, key.split("."), value)
-            validate(from_tree(Config, probe))
+            validate(from_tree(Config, probe), whole_run=False)
         except ConfigError as e:
             raise ConfigError(f"stages[{i}] ({st.name or i}) overrides: {e}") from None
+
+
+def _check_option_keys(cfg: Config) -> None:
+    """A key that only some policy losses / estimators read (their registrations name it), set away
+    from its default while neither the run nor any stage picks one of them: a forgotten
+    ``algo.policy_loss`` / ``algo.adv_estimator``. The default clip loss's keys are exempt."""
+    from prorl.algo.advantages import adv_estimator_fields
+    from prorl.algo.losses import policy_loss_fields
+
+    t, defaults = cfg.algo, AlgoConfig()
+    for kind, readers_of in (("policy_loss", policy_loss_fields()), ("adv_estimator", adv_estimator_fields())):
+        used = {getattr(t, kind)} | {st.overrides[f"algo.{kind}"] for st in cfg.stages if f"algo.{kind}" in st.overrides}
+        for name, readers in sorted(readers_of.items()):
+            if "clip" not in readers and getattr(t, name) != getattr(defaults, name) and not readers & used:
+                raise ConfigError(f"algo.{name} applies to algo.{kind}={' / '.join(sorted(readers))} only, but this run "
+                                  f"uses {', '.join(sorted(used))}: set algo.{kind} too, or leave algo.{name} out")
 
 
 def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:

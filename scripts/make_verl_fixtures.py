@@ -147,6 +147,68 @@ def make_policy_loss_cases(core: Any, inp: dict[str, torch.Tensor]) -> list[dict
     return cases
 
 
+CLIP_COV = [  # (clip_cov_ratio, clip_cov_lb, clip_cov_ub, torch seed of verl's randperm)
+    (2e-4, 1.0, 5.0, 0),  # verl's defaults: one token of the 34
+    (0.1, 1.0, 5.0, 1), (0.1, 1.0, 5.0, 2),  # 3 drawn at random among more candidates
+    (0.1, 0.3, 2.0, 3),  # another window
+    (1.0, 1.0, 5.0, 4),  # a budget above the candidates: all cut, no draw
+]
+KL_COV = [(2e-4, 0.1), (0.1, 1.0), (0.3, 0.1)]  # (kl_cov_ratio, ppo_kl_coef); verl's defaults first
+
+
+def cov_loss_inputs() -> dict[str, torch.Tensor]:
+    """B=6, T=7 for Clip-Cov / KL-Cov: log-ratios within +-1.5 (no +-20 clamp: KL-Cov has no clip,
+    so a clamped ratio would differ), advantages of both signs and 0, ragged lengths with an empty
+    row, and covariances spread over the windows (some of the in-window tokens PPO-clipped)."""
+    g = torch.Generator().manual_seed(23)
+    B, T = 6, 7
+    logp = rounded(-torch.rand(B, T, generator=g, dtype=torch.float64) * 4 - 0.05)
+    log_ratio = (torch.rand(B, T, generator=g, dtype=torch.float64) * 3 - 1.5) * 0.5
+    log_ratio[0, :3] = torch.tensor([0.6, -0.4, 0.1], dtype=torch.float64)
+    old = rounded(logp - log_ratio)
+    lengths = torch.tensor([7, 6, 7, 4, 0, 7])
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).to(torch.float64)
+    adv = torch.tensor([1.8, -1.2, 0.7, 0.0, 0.9, -2.1], dtype=torch.float64)
+    weights = rounded(0.3 + 1.7 * torch.rand(B, T, generator=g, dtype=torch.float64))
+    return {"old_log_prob": old, "log_prob": logp, "advantages": adv, "response_mask": mask, "rollout_is_weights": weights}
+
+
+def make_cov_cases(core: Any, inp: dict[str, torch.Tensor]) -> dict:
+    """verl's compute_policy_loss_clip_cov / _kl_cov on the same inputs, every aggregation mode,
+    with and without rollout_is_weights; clip_cov after ``torch.manual_seed(seed)`` (its randperm
+    draws from torch's global generator, so prorl matches it with a generator seeded the same)."""
+    from verl.workers.config import ActorConfig, PolicyLossConfig
+
+    adv_bt = inp["advantages"][:, None] * inp["response_mask"]
+    clip_cov, kl_cov = [], []
+    for mode in MODES:
+        for weighted in (False, True):
+            w = inp["rollout_is_weights"] if weighted else None
+            for ratio, lb, ub, seed in CLIP_COV:
+                cfg = ActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, clip_ratio=EPS_LOW,
+                                  clip_ratio_low=EPS_LOW, clip_ratio_high=EPS_HIGH, loss_agg_mode=mode,
+                                  policy_loss=PolicyLossConfig(loss_mode="clip_cov", clip_cov_ratio=ratio, clip_cov_lb=lb,
+                                                               clip_cov_ub=ub))
+                torch.manual_seed(seed)
+                loss, metrics = core.compute_policy_loss_clip_cov(inp["old_log_prob"], inp["log_prob"], adv_bt,
+                                                                  inp["response_mask"], loss_agg_mode=mode, config=cfg,
+                                                                  rollout_is_weights=w)
+                clip_cov.append({"loss_agg_mode": mode, "rollout_is_weights": weighted, "clip_cov_ratio": ratio,
+                                 "clip_cov_lb": lb, "clip_cov_ub": ub, "seed": seed, "pg_loss": loss.item(),
+                                 **{k.split("/")[1]: v for k, v in metrics.items()}})
+            for ratio, coef in KL_COV:
+                cfg = ActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, clip_ratio=EPS_LOW,
+                                  loss_agg_mode=mode, policy_loss=PolicyLossConfig(loss_mode="kl_cov", kl_cov_ratio=ratio,
+                                                                                   ppo_kl_coef=coef))
+                loss, metrics = core.compute_policy_loss_kl_cov(inp["old_log_prob"], inp["log_prob"], adv_bt,
+                                                                inp["response_mask"], loss_agg_mode=mode, config=cfg,
+                                                                rollout_is_weights=w)
+                kl_cov.append({"loss_agg_mode": mode, "rollout_is_weights": weighted, "kl_cov_ratio": ratio,
+                               "ppo_kl_coef": coef, "pg_loss": loss.item(), **{k.split("/")[1]: v for k, v in metrics.items()}})
+    return {"functions": "compute_policy_loss_clip_cov, compute_policy_loss_kl_cov", "eps_low": EPS_LOW,
+            "eps_high": EPS_HIGH, "inputs": {k: v.tolist() for k, v in inp.items()}, "clip_cov": clip_cov, "kl_cov": kl_cov}
+
+
 def make_grpo(core: Any) -> dict:
     """Three groups of 4 (binary, continuous, all equal), shuffled ids; and a batch with a singleton group."""
     scores = torch.tensor([1.0, 0.5, 0.0, 1.0, 0.2, 1.0, 0.9, 0.0, 1.0, 0.1, 1.0, 1.0], dtype=torch.float32)
@@ -222,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "policy_loss": {"function": "compute_policy_loss_vanilla", "eps_low": EPS_LOW, "eps_high": EPS_HIGH,
                         "note": "clip_ratio_c null: prorl's none, run in verl as clip_ratio_c = inf",
                         "inputs": {k: v.tolist() for k, v in inp.items()}, "cases": cases},
+        "cov_losses": make_cov_cases(core, cov_loss_inputs()),
         "grpo": {"function": "compute_grpo_outcome_advantage", **make_grpo(core)},
         "agg_loss": {"function": "agg_loss", **make_agg_loss(core, inp["response_mask"])},
         "kl_penalty": {"function": "kl_penalty", **make_kl(core)},

@@ -1,7 +1,8 @@
 """The pure algorithm core: KL estimators, the dynamic-sampling filter and reward shaping
 (DAPO's overlong penalty, ProRL v2's scheduled cosine length penalty); the advantage estimators
 (:mod:`prorl.algo.advantages`) and the policy losses with loss aggregation
-(:mod:`prorl.algo.losses`) are re-exported here.
+(:mod:`prorl.algo.losses`, :mod:`prorl.algo.losses_cov`) are re-exported here; the 80/20 entropy
+mask is :mod:`prorl.algo.entropy_mask`.
 
 Everything here is a function of tensors and scalars: no models, no config objects, no I/O.
 Shapes: ``B`` responses in a batch, ``T`` response tokens (padded), ``G`` groups of ``n``.
@@ -17,11 +18,14 @@ import torch
 
 from prorl.algo.advantages import (  # noqa: F401  (re-exported)
     ADV_ESTIMATORS,
+    adv_estimator_hyper,
     compute_advantages,
     get_adv_estimator,
     grpo_advantages,
+    passk_advantages,
     register_adv_estimator,
     reinforce_pp_baseline_advantages,
+    w_reinforce_advantages,
 )
 from prorl.algo.losses import (  # noqa: F401  (re-exported)
     LOSS_AGG_MODES,
@@ -35,6 +39,7 @@ from prorl.algo.losses import (  # noqa: F401  (re-exported)
     policy_loss_hyper,
     register_policy_loss,
 )
+from prorl.algo.losses_cov import clip_cov_policy_loss, kl_cov_policy_loss  # noqa: F401  (re-exported)
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 

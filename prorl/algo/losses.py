@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
@@ -66,6 +66,7 @@ class PolicyLossOutput:
     clipfrac_lower: torch.Tensor  # [] the dual clip caps the loss at -A * clip_ratio_c, A < 0 (pg_clipfrac_lower)
     clipfrac_below_low_bound: torch.Tensor  # [] ratio below 1 - eps_low, A < 0 (pg_clipfrac_below_low_bound)
     approx_kl: torch.Tensor  # [] mean(old_logp - logp) over counted tokens (ppo_kl)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [] a loss's own statistics (actor/<name>)
 
 
 PolicyLossFn = Callable[..., PolicyLossOutput]
@@ -75,7 +76,8 @@ _HYPER_FIELDS: dict[str, dict[str, str]] = {}  # loss name -> {keyword: AlgoConf
 
 def register_policy_loss(name: str, *, hyper: Mapping[str, str] | None = None) -> Callable[[PolicyLossFn], PolicyLossFn]:
     """Decorator: make ``fn`` available as ``algo.policy_loss=name``; ``hyper`` maps each of its
-    keyword hyper-parameters to the ``AlgoConfig`` field it is read from."""
+    keyword hyper-parameters to the ``AlgoConfig`` field it is read from (a loss's own fields: the
+    config rejects one set while no loss that reads it is chosen, unless the clip loss reads it)."""
     hyper = dict(hyper or {})
 
     def deco(fn: PolicyLossFn) -> PolicyLossFn:
@@ -103,6 +105,17 @@ def policy_loss_hyper(algo: Any) -> dict[str, Any]:
     """The keyword hyper-parameters of ``algo.policy_loss``, read from ``algo`` (an ``AlgoConfig``)."""
     get_policy_loss(algo.policy_loss)
     return {kw: getattr(algo, field) for kw, field in _HYPER_FIELDS[algo.policy_loss].items()}
+
+
+def policy_loss_fields() -> dict[str, set[str]]:
+    """``AlgoConfig`` field -> the policy losses that read it (for the config's validation)."""
+    out: dict[str, set[str]] = {}
+    for name, fields in _HYPER_FIELDS.items():
+        if name not in POLICY_LOSSES:  # registered, then removed (tests do)
+            continue
+        for fld in fields.values():
+            out.setdefault(fld, set()).add(name)
+    return out
 
 
 def make_policy_loss(algo: Any) -> Callable[..., PolicyLossOutput]:
@@ -216,3 +229,4 @@ def cispo_policy_loss(
         truncated = (ratio > 1.0 + eps_max) & (adv != 0)
     none = torch.zeros_like(truncated)
     return _finish(loss_mat, mask, agg_mode, rollout_is_weights, log_ratio, truncated, truncated, none, none)
+

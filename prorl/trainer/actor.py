@@ -21,6 +21,7 @@ from typing import Iterator
 import torch
 
 from prorl.algo.core import aggregate_loss, kl_penalty, make_policy_loss, masked_mean
+from prorl.algo.entropy_mask import entropy_top_mask, entropy_top_threshold
 from prorl.algo.rollout_correction import rollout_correction
 from prorl.config import ActorConfig, AlgoConfig, Config
 from prorl.models.layout import PaddedBatch
@@ -206,7 +207,10 @@ class Actor:
         total = max(1.0, D.all_reduce(self.world, local))
         self.optimizer.zero_grad(set_to_none=True)
         loss_fn = make_policy_loss(algo)  # the registered loss algo.policy_loss names
-        for sub in self._micro_batches(batch.seqs, idx):
+        subs = self._micro_batches(batch.seqs, idx)
+        top = algo.entropy_top_fraction if 0 < algo.entropy_top_fraction < 1 else 0.0  # 80/20: high-entropy tokens
+        ent_thr = self._entropy_threshold(batch, subs, top) if top and algo.entropy_mask_scope == "mini_batch" else None
+        for sub in subs:
             weight = 0.0 if sub is None else \
                 float(agg_count(batch.loss_mask[sub], algo.loss_agg_mode)) / total * self.world.world_size
             if weight == 0.0 and not self.world.distributed:
@@ -228,6 +232,10 @@ class Actor:
                     _add(stats, k, v, weight)
                 if algo.rollout_correction != "none":
                     is_weights, mask = corr_w, corr_mask
+            if top:  # the policy gradient of the top-entropy tokens only: a 0/1 weight, the denominators stay
+                keep = entropy_top_mask(ent, batch.loss_mask[sub], top, threshold=ent_thr)
+                is_weights = keep if is_weights is None else is_weights * keep
+                _add(stats, "actor/entropy_mask_fraction", masked_mean(keep, batch.loss_mask[sub]).item(), weight)
             pl = loss_fn(logp, old, batch.advantages[sub], mask, rollout_is_weights=is_weights)
             loss = pl.loss
             if ref_logp is not None:
@@ -245,12 +253,31 @@ class Actor:
             _add(stats, "actor/pg_clipfrac_below_low_bound", pl.clipfrac_below_low_bound.item(), weight)
             _add(stats, "actor/ppo_kl", pl.approx_kl.item(), weight)
             _add(stats, "actor/entropy", masked_mean(ent.detach(), mask).item(), weight)
+            for name, value in pl.extra.items():  # a loss's own statistics (e.g. clip_cov's pg_clipfrac_cov)
+                _add(stats, f"actor/{name}", float(value), weight)
         grad_norm = self._clip_grad_norm(actor.grad_clip)
         if torch.isfinite(grad_norm):
             self.optimizer.step()
         else:
             _add(stats, "actor/nonfinite_grad_skips", 1.0, 1.0 / self.world.world_size)
         _add(stats, "actor/grad_norm", float(grad_norm), 1.0 / self.world.world_size)  # global: same on every rank
+
+    @torch.no_grad()
+    def _entropy_threshold(self, batch: TrainBatch, subs: list, fraction: float) -> torch.Tensor | None:
+        """The top-``fraction`` entropy threshold over the whole mini-batch, every micro-batch on every
+        rank (arXiv:2506.01939's batch-wide threshold), from a no-grad forward pass. None when one
+        micro-batch on one process holds the mini-batch: its own threshold is the same, for free."""
+        if len(subs) == 1 and not self.world.distributed:
+            return None
+        local = []
+        for sub in subs:
+            if sub is None:  # keeps every rank's FSDP collectives in step
+                self._forward(self.model, batch.seqs, None, temperature=1.0, with_entropy=False)
+            elif self.world.distributed or bool(batch.loss_mask[sub].any()):
+                _, ent = self._forward(self.model, batch.seqs, sub, temperature=batch.temperature, with_entropy=True)
+                local.append(ent[batch.loss_mask[sub] > 0].float().cpu())
+        values = torch.cat([v for part in D.all_gather(self.world, local) for v in part] or [torch.zeros(0)])
+        return entropy_top_threshold(values, fraction).to(batch.loss_mask.device)
 
     def _clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         params = [p for p in self.model.parameters() if p.grad is not None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from prorl.algo.core import compute_advantages
+from prorl.algo.core import adv_estimator_hyper, compute_advantages
 from prorl.config import Config
 from prorl.models.layout import PaddedBatch, pad_batch, pad_logprobs
 from prorl.rollout.base import SamplingParams
@@ -26,7 +26,8 @@ def make_train_batch(groups: list[Group], cfg: Config, *, pad_token_id: int, dev
     group_ids = torch.arange(len(groups)).repeat_interleave(n)  # [B]
     valid = torch.tensor([s != INFRA_ERROR for g in groups for s in g.statuses])  # [B]
     adv = compute_advantages(cfg.algo.adv_estimator, rewards, group_ids, norm_adv_by_std=cfg.algo.norm_adv_by_std,
-                             valid=valid).to(device)  # samples without a verdict: advantage 0, outside the statistics
+                             valid=valid,  # samples without a verdict: advantage 0, outside the statistics
+                             **adv_estimator_hyper(cfg.algo)).to(device)
     loss_mask = seqs.response_mask.clone()
     loss_mask[~valid.to(device)] = 0.0
     if cfg.reward.mask_truncated:

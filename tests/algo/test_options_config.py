@@ -45,7 +45,7 @@ def test_every_registered_loss_is_accepted(name):
     "override, match",
     [
         ("algo.adv_estimator=grpoo", "algo.adv_estimator: unknown 'grpoo'; did you mean 'grpo'"),
-        ("algo.adv_estimator=gae", "available: grpo, reinforce_pp_baseline"),
+        ("algo.adv_estimator=gae", "available: grpo, passk, reinforce_pp_baseline, w_reinforce"),
         ("algo.policy_loss=cispoo", "algo.policy_loss: unknown 'cispoo'; did you mean 'cispo'"),
     ],
 )

@@ -2,7 +2,8 @@
 verl's functions returned on them at the commit it names (written once, by hand, by
 ``scripts/make_verl_fixtures.py``; no verl code is in this repository). Each test recomputes the
 numbers with prorl's functions: GRPO advantages, the clip policy loss with the dual clip in the
-three aggregation modes (loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower), loss aggregation, the KL
+three aggregation modes (loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower), Clip-Cov and KL-Cov (the
+random draw of Clip-Cov matched through the seed of torch's generator), loss aggregation, the KL
 estimators and the entropy / log-probs of logits. A change that drifts from verl fails here."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from prorl.algo.advantages import compute_advantages
 from prorl.algo.core import kl_penalty
 from prorl.algo.losses import aggregate_loss, make_policy_loss
+from prorl.algo.losses_cov import clip_cov_policy_loss, kl_cov_policy_loss, token_covariance
 from prorl.config import AlgoConfig
 from prorl.models.chunked_head import chunked_logprobs
 from prorl.models.policy import entropy_from_logits
@@ -74,6 +76,68 @@ def test_clip_policy_loss_matches_verl_vanilla(case, per_token_adv):
            "pg_clipfrac_lower": out.clipfrac_lower.item()}
     want = {k: case[k] for k in got}
     assert all(close(got[k], want[k]) for k in got), (got, want)
+
+
+# --------------------------------------------------------------------------- clip_cov, kl_cov
+
+COV = REF["cov_losses"]
+
+
+def _cov_inputs():
+    i = COV["inputs"]
+    return (f64(i["log_prob"]), f64(i["old_log_prob"]), f64(i["advantages"]), f64(i["response_mask"]),
+            f64(i["rollout_is_weights"]))
+
+
+def test_the_cov_inputs_make_the_draw_and_the_exclusion_matter():
+    """In window (1, 5): 5 counted tokens, one of them PPO-clipped (so not a candidate), 4 candidates
+    for a budget of int(0.1 * 31) = 3: the random draw decides; window (0.3, 2): 7 for 3. No log-ratio
+    reaches prorl's +-20 clamp (KL-Cov has no clip: a clamped ratio would change the loss)."""
+    logp, old, adv, mask, _ = _cov_inputs()
+    m, a, r = mask > 0, adv[:, None].expand_as(logp), (logp - old).exp()
+    cov = token_covariance(logp, a, m)
+    clipped = (-a * r.clamp(1 - COV["eps_low"], 1 + COV["eps_high"]) > -a * r) & m
+    window = (cov > 1.0) & (cov < 5.0) & m
+    assert int(m.sum()) == 31 and int(window.sum()) == 5 and int((window & clipped).sum()) == 1
+    assert int(((cov > 0.3) & (cov < 2.0) & m & ~clipped).sum()) == 7
+    assert (logp - old).abs().max() < 20 and (mask.sum(-1) == 0).any() and (adv == 0).any()
+
+
+@pytest.mark.parametrize("case", COV["clip_cov"], ids=lambda c: f"{c['loss_agg_mode']}-w{int(c['rollout_is_weights'])}-"
+                         f"r{c['clip_cov_ratio']}-[{c['clip_cov_lb']},{c['clip_cov_ub']}]-s{c['seed']}")
+def test_clip_cov_matches_verl(case):
+    logp, old, adv, mask, w = _cov_inputs()
+    algo = AlgoConfig(policy_loss="clip_cov", eps_low=COV["eps_low"], eps_high=COV["eps_high"],
+                      loss_agg_mode=case["loss_agg_mode"], clip_cov_ratio=case["clip_cov_ratio"],
+                      clip_cov_lb=case["clip_cov_lb"], clip_cov_ub=case["clip_cov_ub"])
+    out = make_policy_loss(algo)(logp, old, adv[:, None] * mask, mask, generator=torch.Generator().manual_seed(case["seed"]),
+                                 rollout_is_weights=w if case["rollout_is_weights"] else None)
+    got = {"pg_loss": out.loss.item(), "pg_clipfrac": out.extra["pg_clipfrac_cov"].item(), "ppo_kl": out.approx_kl.item()}
+    assert all(close(got[k], case[k]) for k in got), (got, case)
+
+
+def test_clip_cov_draws_differ_by_seed_as_in_verl():
+    same = [c for c in COV["clip_cov"] if c["clip_cov_ratio"] == 0.1 and c["clip_cov_ub"] == 5.0]
+    assert len({round(c["pg_loss"], 9) for c in same if c["loss_agg_mode"] == "token-mean"
+                and not c["rollout_is_weights"]}) == 2  # seeds 1 and 2 cut different tokens
+    logp, old, adv, mask, _ = _cov_inputs()
+    losses = {clip_cov_policy_loss(logp, old, adv, mask, eps_low=COV["eps_low"], eps_high=COV["eps_high"],
+                                   clip_cov_ratio=0.1, generator=torch.Generator().manual_seed(s)).loss.item()
+              for s in range(40)}
+    assert len(losses) == 4  # 3 of 4 candidates: 4 possible sets, all drawn
+
+
+@pytest.mark.parametrize("case", COV["kl_cov"], ids=lambda c: f"{c['loss_agg_mode']}-w{int(c['rollout_is_weights'])}-"
+                         f"r{c['kl_cov_ratio']}-c{c['ppo_kl_coef']}")
+def test_kl_cov_matches_verl(case):
+    logp, old, adv, mask, w = _cov_inputs()
+    algo = AlgoConfig(policy_loss="kl_cov", loss_agg_mode=case["loss_agg_mode"], kl_cov_ratio=case["kl_cov_ratio"],
+                      ppo_kl_coef=case["ppo_kl_coef"])
+    out = make_policy_loss(algo)(logp, old, adv[:, None] * mask, mask,
+                                 rollout_is_weights=w if case["rollout_is_weights"] else None)
+    got = {"pg_loss": out.loss.item(), "ppo_kl": out.extra["ppo_kl_abs"].item()}  # verl's ppo_kl here is mean |log r|
+    assert all(close(got[k], case[k]) for k in got), (got, case)
+    assert kl_cov_policy_loss is make_policy_loss(algo).func
 
 
 # --------------------------------------------------------------------------- advantages, aggregation, KL, entropy

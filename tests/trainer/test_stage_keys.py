@@ -28,12 +28,20 @@ BASE = [
 CONDITIONAL = {
     "algo.cispo_eps_max": "packed",  # read by the cispo loss only
     "actor.max_tokens_per_row": "packed", "actor.logprob_chunk_tokens": "packed", "actor.fp32_lm_head": "packed",
-    # the fixed-threshold reset rules and the opt-in entropy trigger (the second run selects them)
+    # the fixed-threshold reset rules and the opt-in entropy trigger (the packed run selects them)
     "reset.kl_factor": "packed", "reset.val_patience": "packed", "reset.entropy_window": "packed",
     "reset.entropy_recent": "packed", "reset.entropy_drop": "packed", "reset.entropy_z": "packed",
+    # read by their loss / estimator only, the scope only with the entropy mask on
+    **dict.fromkeys(["algo.passk_k", "algo.clip_cov_ratio", "algo.clip_cov_lb", "algo.clip_cov_ub",
+                     "algo.entropy_mask_scope"], "passk_clip_cov"),
+    **dict.fromkeys(["algo.positive_weight", "algo.kl_cov_ratio", "algo.ppo_kl_coef"], "w_reinforce_kl_cov"),
 }
 PACKED = ["algo.policy_loss=cispo", "actor.max_tokens_per_micro_batch=64", "reset.kl_test=factor",
           "reset.val_test=margin", "reset.triggers=[kl_spike, val_degradation, val_plateau, entropy_collapse]"]
+RUNS = {"packed": PACKED,
+        "passk_clip_cov": ["algo.adv_estimator=passk", "algo.passk_k=2", "algo.policy_loss=clip_cov",
+                           "algo.entropy_top_fraction=0.2"],
+        "w_reinforce_kl_cov": ["algo.adv_estimator=w_reinforce", "algo.policy_loss=kl_cov"]}
 # read only with the engine's sampling log-probs (config validation refuses them with the hf engine): -m vllm
 VLLM_ONLY = {"algo.rollout_correction", "algo.rollout_corr_tis_cap", "algo.rollout_corr_low", "algo.rollout_corr_high"}
 
@@ -92,11 +100,13 @@ def _after_stage_b(reads: list[tuple[int, str]]) -> tuple[set[str], set[str]]:
 def test_every_key_is_refused_by_a_stage_or_read_from_the_stage_config(tmp_path, monkeypatch):
     current, stale = _after_stage_b(_record_run(tmp_path / "plain", monkeypatch))
     assert not stale, f"read from an earlier stage's config after stage b began: {sorted(stale)}"
-    packed, stale = _after_stage_b(_record_run(tmp_path / "packed", monkeypatch, *PACKED))
-    assert not stale, f"read from an earlier stage's config after stage b began: {sorted(stale)}"
+    read_in = {}
+    for name, extra in RUNS.items():
+        read_in[name], stale = _after_stage_b(_record_run(tmp_path / name, monkeypatch, *extra))
+        assert not stale, f"{name}: read from an earlier stage's config after stage b began: {sorted(stale)}"
     fixed = fixed_keys()
     unread = [k for k in _leaf_keys() if k not in fixed and k not in VLLM_ONLY and k not in current
-              and not (k in CONDITIONAL and k in packed)]
+              and not (k in CONDITIONAL and k in read_in[CONDITIONAL[k]])]
     assert not unread, f"a stage may override these, but nothing reads them once it has begun: {unread}"
 
 
