@@ -31,7 +31,7 @@ import torch
 from prorl.config import ActorConfig, Config, ConfigError
 from prorl.models.policy import compile_decoder_layers, load_tokenizer
 from prorl.trainer import distributed as D
-from prorl.trainer.weights import load_module, read_hf_weights, save_hf
+from prorl.trainer.hf_io import load_module, read_hf_weights, save_hf
 
 ADAPTER = "default"  # PEFT's name of the one adapter
 

@@ -4,7 +4,8 @@ It computes log-probs, runs the PPO-style update (decoupled clip, KL penalty to 
 optional entropy bonus), resets the reference and/or optimizer, rolls back to a checkpoint,
 streams its weights to a rollout engine and saves / loads itself. Under torchrun the policy and
 the reference are FSDP2-sharded; every loss is divided by *global* counts, so N processes compute
-the same update as one process on the same global batch.
+the same update as one process on the same global batch. What the policy and the reference are
+(full fine-tuning, or LoRA with ``actor.lora_rank > 0``) is :mod:`prorl.trainer.weights`' business.
 """
 
 from __future__ import annotations
