@@ -283,6 +283,7 @@ def test_resume_after_a_reset_is_exact(tmp_path):
     assert opt[0].keys() == opt[1].keys() and all("lora_" in k for k in opt[0])
     for k in opt[0]:
         assert int(opt[0][k]["step"]) == int(opt[1][k]["step"]) == 3  # restarted by the reset before step 2
+        assert torch.equal(opt[0][k]["exp_avg"], opt[1][k]["exp_avg"])
         assert torch.equal(opt[0][k]["exp_avg_sq"], opt[1][k]["exp_avg_sq"])
     (event,) = [json.loads(x) for x in (tmp_path / "part" / "events.jsonl").read_text().splitlines()]
     assert event["step"] == 2 and event["optimizer"] is True  # the reset config leaves reset_optimizer default
