@@ -132,10 +132,6 @@ def load_base(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         p.copy_(state[name])
 
 
-def trainable_parameter_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 class LoraWeights:
     """The LoRA policy, its reference (the base, adapters disabled) and their life cycle (module docstring)."""
 
