@@ -179,6 +179,16 @@ class ActorConfig:
     compile: bool = f(False, "torch.compile each decoder layer of the policy and the reference (inductor; on CPU it needs "
                              "a C++ compiler): fused element-wise work, 1.5-1.8x faster forward/backward for a small "
                              "model on CPU after a one-off compile of ~40 s per process (cached on disk)")
+    lora_rank: int = f(0, "LoRA rank (PEFT, `pip install prorl[lora]`): 0 = full fine-tuning; r > 0 trains rank-r adapters on "
+                          "actor.lora_target_modules over a frozen base, and the reference is the base with its adapters "
+                          "disabled (no second copy of the model); a hard reset of the reference merges the adapter into "
+                          "the base, starts a fresh adapter and restarts AdamW (README: LoRA). One process only (no "
+                          "torchrun + FSDP2)")
+    lora_alpha: float = f(32.0, "LoRA scaling: each adapter adds (lora_alpha / lora_rank) * B A to its layer's weight")
+    lora_target_modules: list[str] = f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                       "module names that get adapters (PEFT matches name suffixes): by default every "
+                                       "linear projection of a Qwen2 / Llama-style decoder layer; [all-linear] = every "
+                                       "linear layer but the LM head")
 
 
 @dataclass
@@ -389,6 +399,9 @@ def validate(cfg: Config, *, whole_run: bool = True) -> None:
         (a.ppo_mini_batch_size >= 1 and a.train_batch_size % a.ppo_mini_batch_size == 0,
          f"actor.train_batch_size ({a.train_batch_size}) must be a multiple of actor.ppo_mini_batch_size ({a.ppo_mini_batch_size})"),
         (a.ppo_epochs >= 1, "actor.ppo_epochs must be >= 1"),
+        (a.lora_rank >= 0, "actor.lora_rank must be >= 0 (0 = full fine-tuning)"),
+        (a.lora_alpha > 0, "actor.lora_alpha must be > 0"),
+        (a.lora_rank == 0 or len(a.lora_target_modules) > 0, "actor.lora_target_modules is empty: nothing to put adapters on"),
         (a.max_tokens_per_micro_batch >= 0 and a.max_tokens_per_row >= 0 and a.logprob_chunk_tokens >= 0,
          "actor.max_tokens_per_micro_batch, max_tokens_per_row and logprob_chunk_tokens must be >= 0"),
         (cfg.trainer.total_steps >= 0, "trainer.total_steps must be >= 0"),

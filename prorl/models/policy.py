@@ -52,16 +52,24 @@ def load_policy(name_or_path: str | Path, *, dtype: str = "float32", device: str
                 attn_implementation: str | None = None):
     """``(model, tokenizer)`` from a hub name or a local directory (HF format); ``attn_implementation``:
     transformers' attention kernel (None: its default, sdpa)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(name_or_path)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     with no_transformers_progress_bars():
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, **kwargs).to(device)
     return model, tokenizer
+
+
+def load_tokenizer(name_or_path: str | Path):
+    """The tokenizer of a hub name or local directory, with a pad token (the EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:

@@ -4,7 +4,8 @@ It computes log-probs, runs the PPO-style update (decoupled clip, KL penalty to 
 optional entropy bonus), resets the reference and/or optimizer, rolls back to a checkpoint,
 streams its weights to a rollout engine and saves / loads itself. Under torchrun the policy and
 the reference are FSDP2-sharded; every loss is divided by *global* counts, so N processes compute
-the same update as one process on the same global batch.
+the same update as one process on the same global batch. What the policy and the reference are
+(full fine-tuning, or LoRA with ``actor.lora_rank > 0``) is :mod:`prorl.trainer.weights`' business.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from prorl.config import ActorConfig, AlgoConfig, Config
 from prorl.models.layout import PaddedBatch
 from prorl.models.packing import (default_row_tokens, pack_padded, pack_sequences, packed_response_logprobs,
                                   token_budget_micro_batches)
-from prorl.models.policy import compile_decoder_layers, load_policy, response_logprobs
+from prorl.models.policy import response_logprobs
 from prorl.trainer import distributed as D
+from prorl.trainer.weights import build_weights
 
 
 @dataclass
@@ -52,8 +54,9 @@ def agg_count(mask: torch.Tensor, agg_mode: str) -> torch.Tensor:
     return mask.sum() if agg_mode == "token-mean" else (mask.sum(-1) > 0).sum().float()
 
 
-def make_optimizer(model: torch.nn.Module, actor: ActorConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=actor.lr, betas=tuple(actor.betas), weight_decay=actor.weight_decay)
+def make_optimizer(params: list[torch.nn.Parameter], actor: ActorConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (all of them, or LoRA's adapters)."""
+    return torch.optim.AdamW(params, lr=actor.lr, betas=tuple(actor.betas), weight_decay=actor.weight_decay)
 
 
 class Actor:
@@ -62,33 +65,31 @@ class Actor:
     It reads its settings from the config it was last given (the constructor's, then each stage's
     through :meth:`configure`), except ``FIXED_KEYS``, which shape the modules it builds."""
 
-    FIXED_KEYS = ("model.dtype", "model.attn_implementation", "model.fsdp_mixed_precision", "actor.compile")
+    FIXED_KEYS = ("model.dtype", "model.attn_implementation", "model.fsdp_mixed_precision", "actor.compile",
+                  "actor.lora_rank", "actor.lora_alpha", "actor.lora_target_modules")
 
     def __init__(self, cfg: Config, world: D.World, *, model_path: str, needs_reference: bool,
                  checkpoint: Path | None = None):
         self.world = world
         self.cfg = cfg
-        dtype = cfg.model.dtype
-        attn = None if cfg.model.attn_implementation == "auto" else cfg.model.attn_implementation
-        self.model, self.tokenizer = load_policy(str(checkpoint) if checkpoint else model_path, dtype=dtype,
-                                                 device=world.device, attn_implementation=attn)
-        if cfg.actor.compile:
-            compile_decoder_layers(self.model)
-        mixed = cfg.model.fsdp_mixed_precision and world.device.startswith("cuda")
-        self.model = D.fsdp_wrap(self.model, world, mixed_precision=mixed)
-        self.reference = None
-        if needs_reference:
-            ref_dir = checkpoint / "reference" if checkpoint is not None and (checkpoint / "reference").exists() else None
-            self.reference, _ = load_policy(str(ref_dir or model_path), dtype=dtype, device=world.device,
-                                            attn_implementation=attn)
-            self.reference.requires_grad_(False).eval()
-            if cfg.actor.compile:
-                compile_decoder_layers(self.reference)
-            self.reference = D.fsdp_wrap(self.reference, world, mixed_precision=mixed)
-        self.optimizer = make_optimizer(self.model, cfg.actor)
+        # full fine-tuning or LoRA (prorl.trainer.lora): the policy, its reference and their life cycle
+        self.weights = build_weights(cfg, world, model_path=model_path, needs_reference=needs_reference,
+                                     checkpoint=checkpoint)
+        self.model, self.tokenizer = self.weights.policy, self.weights.tokenizer
+        self.optimizer = make_optimizer(self.weights.trainable_parameters(), cfg.actor)
         if checkpoint is not None and (checkpoint / "optimizer").exists():
             self._load_optimizer(checkpoint / "optimizer")
         self.configure(cfg)
+
+    @property
+    def reference(self) -> torch.nn.Module | None:
+        """The separate reference module (full fine-tuning), None under LoRA (see :attr:`has_reference`)."""
+        return self.weights.reference_module
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether a reference policy is kept (some stage uses a KL penalty)."""
+        return self.weights.has_reference
 
     def configure(self, cfg: Config) -> None:
         """Take a new stage's config: micro-batching, packing, chunking, autocast, gradient
@@ -106,16 +107,16 @@ class Actor:
     @torch.no_grad()
     def logprobs(self, seqs: PaddedBatch, *, temperature: float, reference: bool = False) -> torch.Tensor:
         """Log-prob of every response token under the policy (or the reference), no grad. # -> [B, R]"""
-        model = self.reference if reference else self.model
-        was_training = model.training
-        model.eval()
         out = torch.zeros(seqs.input_ids.shape[0], seqs.response_len, device=seqs.input_ids.device)
         all_rows = torch.arange(seqs.input_ids.shape[0], device=seqs.input_ids.device)
-        for idx in self._micro_batches(seqs, all_rows):
-            lp, _ = self._forward(model, seqs, idx, temperature=temperature, with_entropy=False)
-            if idx is not None:
-                out[idx] = lp
-        model.train(was_training)
+        with self.weights.reference() if reference else contextlib.nullcontext(self.model) as model:
+            was_training = model.training
+            model.eval()
+            for idx in self._micro_batches(seqs, all_rows):
+                lp, _ = self._forward(model, seqs, idx, temperature=temperature, with_entropy=False)
+                if idx is not None:
+                    out[idx] = lp
+            model.train(was_training)
         return out
 
     def _micro_batches(self, seqs: PaddedBatch, idx: torch.Tensor) -> list[torch.Tensor | None]:
@@ -181,7 +182,7 @@ class Actor:
         else:
             old_logp = None if on_policy else self.logprobs(batch.seqs, temperature=batch.temperature)
         ref_logp = self.logprobs(batch.seqs, temperature=batch.temperature, reference=True) \
-            if self.reference is not None and algo.kl_coef > 0 else None
+            if self.has_reference and algo.kl_coef > 0 else None
         timing["timing_s/old_log_prob"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         self.model.train()
@@ -319,34 +320,26 @@ class Actor:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
-    def reset(self, *, reference: bool, optimizer: bool) -> None:
+    def reset(self, *, reference: bool, optimizer: bool) -> bool:
         """ProRL's hard reset: the reference becomes the current policy; AdamW starts afresh (with
-        the current config's settings)."""
-        if reference and self.reference is not None:
-            with torch.no_grad():  # same sharding on both models: copy local shards, no communication
-                for p_ref, p in zip(self.reference.parameters(), self.model.parameters()):
-                    p_ref.copy_(p)
-        if optimizer:
+        the current config's settings). Returns whether AdamW restarted: under LoRA a reference
+        reset merges the adapter into the base and starts a fresh one, so it always restarts."""
+        stale = reference and self.weights.reset_reference()  # True: AdamW's state is of a discarded adapter
+        restart = optimizer or stale
+        if restart:
             lr = self.lr
-            self.optimizer = make_optimizer(self.model, self.cfg.actor)
+            self.optimizer = make_optimizer(self.weights.trainable_parameters(), self.cfg.actor)
             self.set_lr(lr)
+        return restart
 
     def load_policy_weights(self, path: Path) -> None:
-        """Roll the policy back to the weights of a checkpoint directory (HF safetensors)."""
-        from safetensors.torch import load_file
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        state: dict[str, torch.Tensor] = {}
-        for f in sorted(Path(path).glob("*.safetensors")):
-            state.update(load_file(str(f)))
-        if getattr(self.model.config, "tie_word_embeddings", False):
-            state["lm_head.weight"] = state["model.embed_tokens.weight"]
-        set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True, strict=True))
+        """Roll the policy back to the weights of a checkpoint directory written by :meth:`save`."""
+        self.weights.load_policy_weights(path)
 
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(HF name, full tensor) for every parameter, gathered one at a time under FSDP2."""
-        for name, p in self.model.named_parameters():
-            yield name, D.full_tensor(p.detach())
+        """(HF name, full tensor) of the policy as a plain HF model (LoRA: merged), gathered one at a
+        time under FSDP2: what a rollout engine's ``load_weights`` takes."""
+        return self.weights.named_weights()
 
     # ------------------------------------------------------------------ save / load
     def save(self, directory: Path, *, with_reference: bool) -> None:
@@ -354,26 +347,14 @@ class Actor:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-        self.save_model(directory)
-        if with_reference and self.reference is not None:
-            self._save_hf(self.reference, directory / "reference", tokenizer=False)
+        self.weights.save(directory, with_reference=with_reference)
         with _quiet_single_process_dcp():
             dcp.save({"optim": get_optimizer_state_dict(self.model, self.optimizer)},
                      checkpoint_id=str(directory / "optimizer"), no_dist=not self.world.distributed)
 
     def save_model(self, directory: Path) -> None:
         """The current policy as a Hugging Face model + tokenizer (rank 0 writes; every rank calls)."""
-        self._save_hf(self.model, directory, tokenizer=True)
-
-    def _save_hf(self, model: torch.nn.Module, directory: Path, *, tokenizer: bool) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) \
-            if self.world.distributed else None  # a collective: every rank takes part
-        if self.world.is_main:
-            model.save_pretrained(directory, state_dict=state, safe_serialization=True)
-            if tokenizer:
-                self.tokenizer.save_pretrained(directory)
+        self.weights.save_model(directory)
 
     def _load_optimizer(self, directory: Path) -> None:
         import torch.distributed.checkpoint as dcp

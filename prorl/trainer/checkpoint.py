@@ -3,8 +3,11 @@
 Layout: the policy in HF safetensors format (``from_pretrained``-loadable, vLLM-loadable) with its
 tokenizer; ``reference/`` (only once a reset made the reference differ from the initial model);
 ``optimizer/`` (``torch.distributed.checkpoint``: sharded, reloadable at another world size);
-``trainer_state.json`` (step, data position, histories, resets, stage) and ``rng/rank_R.pt``. A checkpoint is written into a temporary directory and renamed into place, so a kill
-mid-write leaves the previous checkpoint intact; only directories with ``COMPLETE`` count.
+``trainer_state.json`` (step, data position, histories, resets, stage) and ``rng/rank_R.pt``.
+Under LoRA the HF model is the merged policy, ``adapter/`` holds the PEFT adapter and ``reference/``
+the base it sits on (once a reset merged into it; see :mod:`prorl.trainer.lora`). A checkpoint is
+written into a temporary directory and renamed into place, so a kill mid-write leaves the previous
+checkpoint intact; only directories with ``COMPLETE`` count.
 """
 
 from __future__ import annotations

@@ -272,14 +272,14 @@ class Trainer:
             self.actor.load_policy_weights(Path(state.best_ckpt))
             self.engine.load_weights(self.actor.named_weights())  # the next rollouts come from the restored policy
             cause += f" (rolled back to best checkpoint, step {state.best_ckpt_step})"
-        self.actor.reset(reference=r.reset_reference, optimizer=r.reset_optimizer)
-        state.reference_reset |= r.reset_reference and self.actor.reference is not None
+        restarted = self.actor.reset(reference=r.reset_reference, optimizer=r.reset_optimizer)  # LoRA: with the reference
+        state.reference_reset |= r.reset_reference and self.actor.has_reference
         state.record_reset(step, cause)
         if rollback:
             state.record_rollback()
         why = decision.event_fields() if decision is not None else \
             {"trigger": trigger, "statistic": None, "threshold": None, "p_value": None}
-        self.logger.event(step, "reset", cause, reference=r.reset_reference, optimizer=r.reset_optimizer, **why)
+        self.logger.event(step, "reset", cause, reference=r.reset_reference, optimizer=restarted, **why)
         self.log(f"step {step}: RESET ({cause})")
 
     def save(self, *, keep: int | None = None) -> Path:
