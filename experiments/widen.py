@@ -405,8 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         run_all(args.arms or list(ARMS), args.seeds or ([0] if args.quick else [0, 1, 2]), out,
                 quick=args.quick, steps=steps, jobs=args.jobs)
     else:
-        old = json.loads((out / "results.json").read_text())
-        gather(out, old["steps"], old["quick"])
+        gather(out, steps, args.quick)  # the finished runs' summaries (the settings: these flags)
     if args.report or args.report_only:
         print(write_report(out, Path(args.results_md), Path(args.figures)))
     return 0
