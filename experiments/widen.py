@@ -198,6 +198,7 @@ def gather(out: Path, steps: int, quick: bool) -> dict:
            "arms": {}}
     for arm in ARMS:
         runs = [json.loads(p.read_text()) for p in sorted((out / slug(arm)).glob("seed*/summary.json"))]
+        runs = [r for r in runs if "eval" in r]  # a placeholder ({"skipped": ...}) kept a queued run from starting
         if runs:
             res["arms"][arm] = runs
     (out / "results.json").write_text(json.dumps(res, indent=1))
@@ -324,10 +325,12 @@ def figures(res: dict, figdir: Path) -> list[str]:
             steps = sorted(set().union(*curves))
             if not steps:
                 continue
-            ys = [[c[s] for c in curves if s in c] for s in steps]
-            ax.plot(steps, [statistics.mean(y) for y in ys], color=f"C{i}", label=arm, lw=1,
+            ys = [statistics.mean(c[s] for c in curves if s in c) for s in steps]
+            if key != "val":  # per-step curves: a running mean over 10 steps
+                ys = [statistics.mean(ys[max(0, j - 9): j + 1]) for j in range(len(ys))]
+            ax.plot(steps, ys, color=f"C{i}", label=f"{arm} ({len(runs)})", lw=1.2,
                     marker="o" if key == "val" else None, ms=3)
-            ax.set(title=title, xlabel="step")
+            ax.set(title=title if key == "val" else f"{title} (10-step running mean)", xlabel="step")
     axes[0].legend(fontsize=7)
     fig.suptitle("over the run (mean over seeds)", fontsize=10)
     fig.savefig(figdir / "widen_curves.png", dpi=100)
