@@ -97,9 +97,10 @@ class Actor:
         betas change in place (the learning rate is set every step by :meth:`set_lr`)."""
         self.cfg = cfg
         model = self.model
-        if cfg.model.gradient_checkpointing != bool(getattr(model, "is_gradient_checkpointing", False)):
-            model.gradient_checkpointing_enable() if cfg.model.gradient_checkpointing \
-                else model.gradient_checkpointing_disable()
+        if cfg.model.gradient_checkpointing != _checkpointing_on(model):
+            # transformers 5 names it activation checkpointing (the gradient_* names are deprecated)
+            prefix = "activation" if hasattr(model, "activation_checkpointing_enable") else "gradient"
+            getattr(model, f"{prefix}_checkpointing_{'enable' if cfg.model.gradient_checkpointing else 'disable'}")()
         for group in self.optimizer.param_groups:
             group["weight_decay"], group["betas"] = cfg.actor.weight_decay, tuple(cfg.actor.betas)
 
@@ -364,6 +365,14 @@ class Actor:
         with _quiet_single_process_dcp():
             dcp.load(state, checkpoint_id=str(directory), no_dist=not self.world.distributed)
         set_optimizer_state_dict(self.model, self.optimizer, state["optim"])
+
+
+def _checkpointing_on(model: torch.nn.Module) -> bool:
+    """Whether activation (gradient) checkpointing is on, without touching a deprecated property."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
 
 
 def _add(stats: dict[str, list[float]], name: str, value: float, weight: float) -> None:
