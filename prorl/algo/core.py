@@ -36,6 +36,7 @@ from prorl.algo.losses import (  # noqa: F401  (re-exported)
     clip_policy_loss,
     get_policy_loss,
     make_policy_loss,
+    masked_mean,
     policy_loss_hyper,
     register_policy_loss,
 )
@@ -63,11 +64,6 @@ def kl_penalty(
         lr = (-log_r).clamp(-20.0, 20.0)
         return (torch.expm1(lr) - lr).clamp(0.0, 10.0)  # expm1: no negative round-off near 0
     raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp(min=1.0)
 
 
 @dataclass(frozen=True)

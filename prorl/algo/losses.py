@@ -28,6 +28,12 @@ import torch
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
 
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [B, T], [B, T] -> []
+    """Mean of ``x`` over the tokens ``mask`` counts (0 when it counts none)."""
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1.0)
+
+
 def aggregate_loss(
     loss_mat: torch.Tensor,  # [B, T] per-token loss
     mask: torch.Tensor,  # [B, T] 1 on tokens that count

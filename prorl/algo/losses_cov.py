@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from prorl.algo.losses import PolicyLossOutput, _finish, _prepare, register_policy_loss
-
-
-def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # [B, T], bool [B, T] -> []
-    return (x * m).sum() / m.sum().clamp(min=1)
+from prorl.algo.losses import PolicyLossOutput, _finish, _prepare, masked_mean, register_policy_loss
 
 
 def token_covariance(
@@ -31,7 +27,7 @@ def token_covariance(
 ) -> torch.Tensor:  # [B, T] detached; meaningless off the mask
     """Each token's term of the covariance of advantage and log-prob over the counted tokens."""
     lp = logp.detach()
-    return (advantages - _masked_mean(advantages, mask)) * (lp - _masked_mean(lp, mask))
+    return (advantages - masked_mean(advantages, mask)) * (lp - masked_mean(lp, mask))
 
 
 @register_policy_loss("clip_cov", hyper={"eps_low": "eps_low", "eps_high": "eps_high", "clip_cov_ratio": "clip_cov_ratio",
