@@ -24,6 +24,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -231,9 +232,30 @@ def run_one(exp: Experiment, arm: str, seed: int, out: Path, quick: bool) -> dic
     return summary
 
 
-def _job(args: tuple) -> dict:
+def _job(run: Callable[..., Any], args: tuple) -> Any:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    return run_one(*args)
+    return run(*args)
+
+
+def run_queue(run: Callable[..., Any], queue: list[tuple], jobs: int) -> None:
+    """``run(*args)`` for each ``args`` of ``queue``, in order: in this process when ``jobs <= 1`` (as
+    the tests do; the caller's torch thread count is restored after), else ``jobs`` spawned
+    processes at a time (one thread each)."""
+    if jobs <= 1:
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            for a in queue:
+                run(*a)
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            for f in [pool.submit(_job, run, a) for a in queue]:
+                f.result()
 
 
 def run_experiments(exps: list[Experiment], out: Path, *, quick: bool, jobs: int, seeds: list[int] | None = None) -> None:
@@ -244,22 +266,7 @@ def run_experiments(exps: list[Experiment], out: Path, *, quick: bool, jobs: int
             for seed in (seeds or ([0] if quick else list(exp.seeds))):
                 queue.append((spec.branch is not None or spec.same_as is not None, (exp, arm, seed, out, quick)))
     queue.sort(key=lambda q: q[0])
-    args = [a for _, a in queue]
-    if jobs <= 1:  # in this process (as the tests do): one thread per run, the caller's count restored after
-        import torch
-
-        threads = torch.get_num_threads()
-        try:
-            for a in args:
-                run_one(*a)
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            for f in [pool.submit(_job, a) for a in args]:
-                f.result()
+    run_queue(run_one, [a for _, a in queue], jobs)
     for exp in exps:
         gather(exp, out)
 

@@ -184,13 +184,19 @@ def write_report(out: Path, results_md: Path = RESULTS_MD, figures: Path = FIGUR
     """Draw the figures into ``figures`` and replace (or append) the plan section of ``results_md``."""
     figures.mkdir(parents=True, exist_ok=True)
     new = section(out, figures)
+    replace_section(results_md, BEGIN, END, new)
+    return new
+
+
+def replace_section(results_md: Path, begin: str, end: str, new: str) -> None:
+    """Put ``new`` (which starts with ``begin`` and ends with ``end``) where the section between those
+    markers stands in ``results_md``, or append it when there is none yet."""
     text = results_md.read_text() if results_md.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + new + text[text.index(END) + len(END):]
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + new + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + new + "\n"
     results_md.write_text(text)
-    return new
 
 
 def main(argv: list[str] | None = None) -> int:
