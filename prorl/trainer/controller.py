@@ -370,18 +370,22 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False, log: Ca
         D.shutdown(trainer.world)
 
 
+def _fixed_key_readers() -> tuple[tuple[str, Sequence[str]], ...]:
+    """(component, the keys it reads only when built) for every component that declares ``FIXED_KEYS``."""
+    return (("trainer (data, seed, devices, run directory)", Trainer.FIXED_KEYS),
+            ("actor (policy and reference)", Actor.FIXED_KEYS), ("rollout engine", ENGINE_FIXED_KEYS),
+            ("metrics logger", MetricsLogger.FIXED_KEYS))
+
+
 def fixed_keys() -> frozenset[str]:
     """Config keys read only when a component is built, declared by each reader (``FIXED_KEYS``):
     a stage cannot change them. Every other key is read from the current stage's config."""
-    return frozenset(Trainer.FIXED_KEYS) | frozenset(Actor.FIXED_KEYS) | frozenset(ENGINE_FIXED_KEYS) \
-        | frozenset(MetricsLogger.FIXED_KEYS)
+    return frozenset(k for _, keys in _fixed_key_readers() for k in keys)
 
 
 def check_stage_overrides(cfg: Config) -> None:
     """Refuse a stage that overrides a key fixed for the run, naming the component that reads it."""
-    readers = (("trainer (data, seed, devices, run directory)", Trainer.FIXED_KEYS),
-               ("actor (policy and reference)", Actor.FIXED_KEYS), ("rollout engine", ENGINE_FIXED_KEYS),
-               ("metrics logger", MetricsLogger.FIXED_KEYS))
+    readers = _fixed_key_readers()
     known = [key for key, _, _ in describe_fields()]
     for i, st in enumerate(cfg.stages):
         for key in st.overrides:
