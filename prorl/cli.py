@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("data", "prorl.commands.data", "build datasets (built-in tasks, Reasoning Gym, hitori, HumanEval/MBPP)"),
     ("plot", "prorl.commands.plot", "plot a run's dashboard or pass@k curves"),
     ("reset", "prorl.commands.reset", "ask a running job to reset its reference policy"),
+    ("rollout-worker", "prorl.commands.rollout_worker", "serve an asynchronous trainer's rollouts (rollout.mode=async)"),
 ]
 
 

@@ -85,6 +85,26 @@ class RolloutConfig:
     enforce_eager: bool = f(True, "vllm: no CUDA graphs / torch.compile (fast start-up; set false for long GPU runs)")
     sleep_level: int = f(1, "vllm sleep between generations: 1 frees the KV cache and offloads weights, 2 also drops "
                          "the weights (they are reloaded by the weight sync anyway)", choices=(1, 2))
+    mode: str = f("sync", "sync: generate, score, update, sync weights, in turn (the colocated engine) | async: rollout "
+                          "worker processes generate and score continuously while the trainer updates; bounded "
+                          "staleness, weights streamed over a process group, partial rollouts (README: Asynchronous training)",
+                  choices=("sync", "async"))
+    max_staleness: int = f(1, "async: K, the most policy versions a trained sample may lag the weights it is trained "
+                              "at (0 = on-policy); an older one is dropped and its prompt redrawn, and no prompt is "
+                              "dispatched that would exceed K")
+    async_workers: int = f(1, "async: rollout worker processes started on this machine (each with its own engine and "
+                              "reward scorer)")
+    async_remote_workers: int = f(0, "async: workers started elsewhere with `prorl rollout-worker --connect HOST:PORT` "
+                                     "(the run waits for them; needs PRORL_ROLLOUT_AUTHKEY set on both sides)")
+    async_listen: str = f("127.0.0.1:0", "async: HOST:PORT the trainer listens on for workers (port 0 = any free port; "
+                                         "remote workers need a reachable host and a fixed port)")
+    async_segment_tokens: int = f(256, "async: tokens a worker generates per sequence between weight checks: new weights "
+                                       "are applied between segments and unfinished responses continue under them "
+                                       "(partial rollouts); 0 = whole responses, one policy version each")
+    async_worker_threads: int = f(0, "async: torch threads per local worker (0 = the machine's cores shared evenly by "
+                                     "the trainer and the local workers)")
+    async_timeout_s: float = f(300.0, "async: seconds to wait for workers to connect, for a weight broadcast, and for "
+                                      "a validation before the run stops with an error")
 
 
 @dataclass
@@ -369,9 +389,17 @@ def validate(cfg: Config, *, whole_run: bool = True) -> None:
          f"A < 0 tokens at -A * clip_ratio_c; verl requires > 1), or none to turn it off; got {t.clip_ratio_c}"),
         (t.kl_coef >= 0, "algo.kl_coef must be >= 0"),
         (t.max_gen_rounds >= 1, "algo.max_gen_rounds must be >= 1"),
-        (r.engine == "vllm" or (t.rollout_correction == "none" and not t.use_rollout_logprobs_as_old),
+        (r.engine == "vllm" or r.mode == "async" or (t.rollout_correction == "none" and not t.use_rollout_logprobs_as_old),
          "algo.rollout_correction and algo.use_rollout_logprobs_as_old need the engine's sampling log-probs: "
-         "set rollout.engine=vllm"),
+         "set rollout.engine=vllm (or rollout.mode=async, whose workers report them with either engine)"),
+        (r.max_staleness >= 0, "rollout.max_staleness must be >= 0 (0 = on-policy)"),
+        (r.async_workers >= 0 and r.async_remote_workers >= 0
+         and (r.mode == "sync" or r.async_workers + r.async_remote_workers >= 1),
+         "rollout.mode=async needs at least one worker: rollout.async_workers + rollout.async_remote_workers >= 1"),
+        (r.async_segment_tokens >= 0, "rollout.async_segment_tokens must be >= 0 (0 = whole responses)"),
+        (r.async_worker_threads >= 0, "rollout.async_worker_threads must be >= 0 (0 = automatic)"),
+        (r.async_timeout_s > 0, "rollout.async_timeout_s must be > 0"),
+        (r.mode == "sync" or ":" in r.async_listen, f"rollout.async_listen must be HOST:PORT, got {r.async_listen!r}"),
         (t.rollout_corr_tis_cap > 0, "algo.rollout_corr_tis_cap must be > 0"),
         (0 <= t.rollout_corr_low < t.rollout_corr_high, "algo.rollout_corr_low must be >= 0 and < algo.rollout_corr_high"),
         (0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization must be in (0, 1]"),

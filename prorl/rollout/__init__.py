@@ -16,7 +16,7 @@ ENGINE_FIXED_KEYS = ("rollout.engine", "rollout.dtype", "rollout.hf_cache", "rol
 
 
 def make_engine(rollout: RolloutConfig, model_path: str, *, eos_token_id: int | Sequence[int], pad_token_id: int,
-                dtype: str, seed: int, device: str) -> RolloutEngine:
+                dtype: str, seed: int, device: str, report_logprobs: bool = False) -> RolloutEngine:
     """The engine ``rollout.engine`` names, with its own copy of the model at ``model_path`` (HF
     format; ``builtin:tiny`` is the shipped warm start); the trainer then streams its current
     weights in with ``load_weights``.
@@ -24,6 +24,7 @@ def make_engine(rollout: RolloutConfig, model_path: str, *, eos_token_id: int | 
     ``dtype`` is the trainer's weight dtype, which the engine uses unless ``rollout.dtype`` names
     another (weights synced in later are cast to the engine's dtype). ``seed`` seeds vLLM's
     sampling; the hf engine samples from torch's global generator (seeded by the trainer). ``device`` is the trainer's device: the engine is colocated there.
+    ``report_logprobs``: the hf engine also reports the sampler's per-token log-probs (vllm always does).
     """
     from prorl.models.policy import resolve_model_path
 
@@ -37,7 +38,8 @@ def make_engine(rollout: RolloutConfig, model_path: str, *, eos_token_id: int | 
         model.requires_grad_(False)
         return HFRolloutEngine(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                                max_batch_size=rollout.max_batch_size,
-                               cache_implementation=None if rollout.hf_cache == "dynamic" else rollout.hf_cache)
+                               cache_implementation=None if rollout.hf_cache == "dynamic" else rollout.hf_cache,
+                               report_logprobs=report_logprobs)
     if rollout.engine == "vllm":
         from prorl.rollout.vllm import VLLMRolloutEngine
 

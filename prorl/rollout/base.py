@@ -16,6 +16,7 @@ class Completion:
     token_ids: list[int]
     truncated: bool
     logprobs: list[float] | None = None  # the sampler's log-prob of each token (engines that report them)
+    versions: list[int] | None = None  # async rollouts: the policy version that generated each token
 
 
 @dataclass(frozen=True)

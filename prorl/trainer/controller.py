@@ -27,16 +27,16 @@ import torch
 from prorl.algo.reset_policy import TriggerResult, decide_reset
 from prorl.config import Config, ConfigError, describe_fields, to_dict
 from prorl.data.dataset import AllPromptsRetired, PromptSampler, build_examples
-from prorl.rewards.scorer import RewardScorer
-from prorl.rollout import ENGINE_FIXED_KEYS, make_engine
+from prorl.asyncrl.pool import AsyncRollouts, default_threads
+from prorl.rollout import ENGINE_FIXED_KEYS
 from prorl.trainer import checkpoint as ckpt
 from prorl.trainer import distributed as D
 from prorl.trainer import faults
 from prorl.trainer.actor import Actor
 from prorl.trainer.batch import empty_train_batch, make_train_batch
-from prorl.trainer.evaluate import sample_and_score, summarise_records, usable_for_watchdog, validation_metrics
+from prorl.trainer.evaluate import summarise_records, usable_for_watchdog, validation_metrics
 from prorl.trainer.metrics import MetricsLogger, NullLogger, reduce_rank_metrics
-from prorl.trainer.rollout_step import RewardShaping, SamplingParams, collect
+from prorl.trainer.rollouts import make_rollouts
 from prorl.trainer.setup import ManualControls, check_run_dir, load_dataset_rows, prepare_run_dir, resolve_model_path
 from prorl.trainer.state import RunState, StageSchedule
 
@@ -54,7 +54,11 @@ class Trainer:
                  log: Callable[..., None] = print, callbacks: Sequence[Any] = ()):
         check_stage_overrides(cfg)  # before anything loads
         self.base_cfg = cfg
-        self.world = world = D.init_world(cfg.trainer.device, cfg.trainer.threads)
+        trainer_threads, worker_threads = default_threads(cfg) if cfg.rollout.mode == "async" else (cfg.trainer.threads, 0)
+        self.world = world = D.init_world(cfg.trainer.device, trainer_threads)
+        if cfg.rollout.mode == "async" and world.world_size > 1:
+            raise ConfigError("rollout.mode=async runs one trainer process (its workers are the other processes); "
+                              "under torchrun use rollout.mode=sync")
         self.log = log if world.is_main else (lambda *a, **k: None)
         self.callbacks = list(callbacks)
         self.run_dir = run_dir = Path(cfg.trainer.run_dir)
@@ -83,11 +87,10 @@ class Trainer:
                                      retire_min_samples=self.cfg.data.retire_min_samples)
         if self.state.sampler:
             self.sampler.load_state_dict(self.state.sampler)
-        self.engine = make_engine(self.cfg.rollout, model_path, eos_token_id=tok.eos_token_id,
-                                  pad_token_id=tok.pad_token_id, dtype=cfg.model.dtype, device=world.device,
-                                  seed=seed + 1009 * world.rank + 100_003 * self.state.step)  # a resumed run samples afresh
-        self.engine.load_weights(self.actor.named_weights())
-        self.scorer = RewardScorer.from_config(self.cfg.reward)
+        self.rollouts = make_rollouts(self.cfg, model_path=model_path, tokenizer=tok, sampler=self.sampler, world=world,
+                                      weights=self.actor.named_weights, version=self.state.step,
+                                      seed=seed + 1009 * world.rank + 100_003 * self.state.step,  # a resumed run samples afresh
+                                      worker_threads=worker_threads, returned=self.state.pending_prompts, log=self.log)
         if world.is_main:
             prepare_run_dir(run_dir, cfg, fresh=latest is None)
         D.barrier(world)
@@ -180,23 +183,17 @@ class Trainer:
                 self._stop_reason = f"step {step}: {msg}"
                 return None  # the last checkpoint stays as it is
 
-        # ---- rollouts + rewards + dynamic-sampling filter on this rank's share of the prompts
+        # ---- rollouts + rewards + dynamic-sampling filter (this rank's share; async: the workers' next batch)
         cfg = self.cfg
         self.actor.set_lr(_lr_at(cfg, step))
         t_step = time.perf_counter()
-        self.engine.wake_up()
         try:
-            exp = collect(self.engine, self.tokenizer, self.scorer, self.sampler,
-                          num_prompts=len(D.split_for_rank(self.world, range(cfg.actor.train_batch_size))),
-                          sampling=SamplingParams.for_training(cfg.rollout), dynamic_sampling=cfg.algo.dynamic_sampling,
-                          max_rounds=cfg.algo.max_gen_rounds, world=self.world,
-                          shaping=RewardShaping.from_config(cfg.reward, step))
+            exp = self.rollouts.collect(step=step, cfg=cfg)
         except AllPromptsRetired as e:  # the same on every rank: the samplers are identical
             self._stop_reason = f"step {step}: {e}"
             if self.state.step > 0:
                 self.save()
             return None
-        self.engine.sleep()
         metrics = dict(exp.metrics) | self.sampler.metrics()
         # ---- advantages + actor update (every rank takes part, even with no groups of its own)
         update_metrics: dict[str, float] = {}
@@ -207,9 +204,7 @@ class Trainer:
             metrics |= batch_metrics
             update_metrics = self.actor.update(batch, rng=random.Random(f"{self.seed}:update:{step}"))
             faults.point("update")
-            t_sync = time.perf_counter()
-            self.engine.load_weights(self.actor.named_weights())
-            metrics |= {"timing_s/weight_sync": time.perf_counter() - t_sync}
+            metrics |= {"timing_s/weight_sync": self.rollouts.publish(self.actor.named_weights, version=step)}
         metrics = reduce_rank_metrics(D.all_gather(self.world, metrics)) | update_metrics
         if "actor/kl_loss" in metrics:
             self.state.kl_history.append(metrics["actor/kl_loss"])
@@ -218,6 +213,8 @@ class Trainer:
         metrics |= {"actor/lr": self.actor.lr, "training/stage": self.state.stage,
                     "timing_s/step": time.perf_counter() - t_step}
         self.state.step = step
+        self.logger.log_prompts(step, sorted(i for part in D.all_gather(self.world, [self.sampler.index(g.example)
+                                                                                      for g in exp.groups]) for i in part))
         self.logger.log(step, metrics)
         if self._bar is not None:
             self._bar.update(1)
@@ -232,11 +229,11 @@ class Trainer:
         """Sample the held-out prompts with the current policy, log ``val-core/...`` and feed the
         watchdog (best checkpoint, degradation triggers, recovery after a rollback)."""
         vcfg, step, t0 = self.cfg.validation, self.state.step, time.perf_counter()
-        records = sample_and_score(self.engine, self.tokenizer, self.scorer, D.split_for_rank(self.world, self.val_examples),
-                                   n=vcfg.n, temperature=vcfg.temperature, top_p=vcfg.top_p,
-                                   max_new_tokens=vcfg.max_response_length or self.cfg.rollout.max_response_length)
+        records = self.rollouts.evaluate(D.split_for_rank(self.world, self.val_examples), n=vcfg.n,
+                                         temperature=vcfg.temperature, top_p=vcfg.top_p,
+                                         max_new_tokens=vcfg.max_response_length or self.cfg.rollout.max_response_length)
         faults.point("validation")
-        results = summarise_records(D.all_gather(self.world, records), vcfg.n)
+        results = summarise_records([r for part in D.all_gather(self.world, records) for r in part], vcfg.n)
         self.logger.log(step, {**validation_metrics(results, vcfg.n), "timing_s/validate": time.perf_counter() - t0})
         self.results = results
         usable, why = usable_for_watchdog(results, vcfg.min_scored_fraction)
@@ -270,8 +267,10 @@ class Trainer:
         rollback = r.rollback_to_best and state.best_ckpt and Path(state.best_ckpt).exists()
         if rollback:
             self.actor.load_policy_weights(Path(state.best_ckpt))
-            self.engine.load_weights(self.actor.named_weights())  # the next rollouts come from the restored policy
-            cause += f" (rolled back to best checkpoint, step {state.best_ckpt_step})"
+            voided = self.rollouts.flush(cause)  # async: samples of the replaced policy are never trained
+            self.rollouts.publish(self.actor.named_weights, version=state.step)  # the next rollouts: the restored policy
+            cause += f" (rolled back to best checkpoint, step {state.best_ckpt_step}" + \
+                (f"; {voided} groups of the replaced policy voided)" if voided else ")")
         restarted = self.actor.reset(reference=r.reset_reference, optimizer=r.reset_optimizer)  # LoRA: with the reference
         state.reference_reset |= r.reset_reference and self.actor.has_reference
         state.record_reset(step, cause)
@@ -287,6 +286,7 @@ class Trainer:
         of the best validation so far is kept as the rollback target."""
         state, step = self.state, self.state.step
         state.sampler = self.sampler.state_dict()
+        state.pending_prompts = self.rollouts.outstanding_prompts()  # async: drawn, not yet trained: redone on resume
         keep = self.cfg.trainer.keep_checkpoints if keep is None else keep
         path = ckpt.save_checkpoint(self.run_dir, step, world=self.world, trainer_state=state.to_json(), keep=keep,
                                     write_actor=lambda d: self.actor.save(d, with_reference=state.reference_reset),
@@ -304,9 +304,9 @@ class Trainer:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        if self.scorer is not None:
-            self.scorer.close()
-            self.scorer = None
+        if self.rollouts is not None:
+            self.rollouts.close()
+            self.rollouts = None
         if self.logger is not None:
             self.logger.close()
             self.logger = None
@@ -314,16 +314,12 @@ class Trainer:
     # ------------------------------------------------------------------ internals
     def _enter_stage(self, step: int, idx: int) -> None:
         """Hand the stage's config to every component that reads config."""
-        old_scorer = RewardScorer.settings(self.cfg.reward)
         new = self.schedule.config(idx)
         self.state.stage, self.cfg = idx, new
         self.actor.configure(new)
-        self.engine.configure(new.rollout)
+        self.rollouts.configure(new)
         self.sampler.set_weights(new.data.domain_weights)
         self.sampler.set_retirement(new.data.retire_pass_rate, new.data.retire_min_samples)
-        if RewardScorer.settings(new.reward) != old_scorer:
-            self.scorer.close()  # a new worker count, timeout or service: a new scorer
-            self.scorer = RewardScorer.from_config(new.reward)
         if self._bar is not None:
             self._bar.total = new.trainer.total_steps
         overrides = self.schedule.stages[idx].overrides
@@ -374,6 +370,7 @@ def _fixed_key_readers() -> tuple[tuple[str, Sequence[str]], ...]:
     """(component, the keys it reads only when built) for every component that declares ``FIXED_KEYS``."""
     return (("trainer (data, seed, devices, run directory)", Trainer.FIXED_KEYS),
             ("actor (policy and reference)", Actor.FIXED_KEYS), ("rollout engine", ENGINE_FIXED_KEYS),
+            ("async rollouts", AsyncRollouts.FIXED_KEYS),
             ("metrics logger", MetricsLogger.FIXED_KEYS))
 
 

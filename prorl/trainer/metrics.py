@@ -28,8 +28,9 @@ class MetricsLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.events_path = self.run_dir / "events.jsonl"
+        self.prompts_path = self.run_dir / "trained_prompts.jsonl"
         # on resume, drop lines logged after the checkpoint (they will be logged again)
-        for p in (self.metrics_path, self.events_path):
+        for p in (self.metrics_path, self.events_path, self.prompts_path):
             _truncate_after(p, resume_step)
         self._tb = None
         if tensorboard:
@@ -43,6 +44,12 @@ class MetricsLogger:
             except ImportError as e:
                 raise RuntimeError("trainer.wandb=true needs `pip install wandb`") from e
             self._wandb = _wandb.init(project=wandb_project, config=config, dir=str(self.run_dir), resume="allow")
+
+    def log_prompts(self, step: int, indices: list[int]) -> None:
+        """Which training prompts (their index in the training set) the step trained on: the data
+        order, auditable (and checked across kills and resumes by the tests)."""
+        with self.prompts_path.open("a") as fh:
+            fh.write(json.dumps({"step": step, "prompts": indices}) + "\n")
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         clean = {k: _plain(v) for k, v in metrics.items()}
@@ -102,6 +109,9 @@ class NullLogger:
     """What ranks other than 0 log to: nothing (rank 0 writes metrics, events and TensorBoard)."""
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def log_prompts(self, step: int, indices: list[int]) -> None:
         pass
 
     def event(self, step: int, kind: str, cause: str, **extra: Any) -> None:

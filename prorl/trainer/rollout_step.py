@@ -80,6 +80,90 @@ def shape_rewards(scores: list[float], lengths: list[int], truncated: list[bool]
     return ShapedRewards([s + o + t + ln for s, o, t, ln in zip(scores, over, trunc, length)], over, trunc, length)
 
 
+def make_group(example: Example, completions: list[Completion], verdicts: list, *, sampling: SamplingParams,
+               shaping: RewardShaping) -> tuple[Group, ShapedRewards]:
+    """One prompt's scored group: verifier scores, shaped rewards and statuses."""
+    scores = [v.score for v in verdicts]
+    shaped = shape_rewards(scores, [len(c.token_ids) for c in completions], [c.truncated for c in completions],
+                           max_len=sampling.max_new_tokens, shaping=shaping)
+    return Group(example, completions, scores, shaped.rewards, [v.status.value for v in verdicts], sampling), shaped
+
+
+def judged_scores(group: Group) -> list[float]:
+    """The scores that are a verdict on the response (infra_error items are none)."""
+    return [s for s, st in zip(group.scores, group.statuses) if st != Status.INFRA_ERROR.value]
+
+
+class RolloutStats:
+    """The step's rollout metrics (verl's names) over every generated group, before filtering:
+    scores, penalties, lengths, statuses, dynamic-sampling counts, per-source accuracy."""
+
+    def __init__(self):
+        self.m: dict[str, float] = {"dynamic_sampling/rounds": 0, "dynamic_sampling/generated_groups": 0,
+                                    "dynamic_sampling/dropped_all_correct": 0, "dynamic_sampling/dropped_all_wrong": 0,
+                                    "dynamic_sampling/dropped_other_equal": 0}
+        self.scores: list[float] = []
+        self.lengths: list[int] = []
+        self.truncated: list[bool] = []
+        self.penalties: tuple[list[float], list[float], list[float]] = ([], [], [])
+        self.statuses: list[str] = []
+        self.judged: list[float] = []  # scores of items actually judged (infra_error excluded)
+        self.by_source: dict[str, list[float]] = {}
+
+    def add(self, group: Group, shaped: ShapedRewards) -> None:
+        judged = judged_scores(group)
+        self.m["dynamic_sampling/generated_groups"] += 1
+        self.scores += group.scores
+        self.judged += judged
+        self.by_source.setdefault(group.example.data_source, []).extend(judged)
+        self.lengths += [len(c.token_ids) for c in group.completions]
+        self.truncated += [c.truncated for c in group.completions]
+        for acc, vals in zip(self.penalties, (shaped.overlong, shaped.truncation, shaped.length)):
+            acc += vals
+        self.statuses += group.statuses
+
+    def keep(self, groups: list[Group], dynamic_sampling: bool) -> list[Group]:
+        """The groups DAPO's dynamic sampling keeps (all of them when it is off), counting the drops."""
+        if not dynamic_sampling:
+            return list(groups)
+        res = filter_groups([g.rewards for g in groups])
+        self.m["dynamic_sampling/dropped_all_correct"] += res.dropped_all_correct
+        self.m["dynamic_sampling/dropped_all_wrong"] += res.dropped_all_wrong
+        self.m["dynamic_sampling/dropped_other_equal"] += res.dropped_other_equal
+        return [groups[i] for i in res.keep]
+
+    def metrics(self, *, kept: int, wanted: int, rounds: int) -> dict[str, float]:
+        m = dict(self.m)
+        m["dynamic_sampling/rounds"] = rounds
+        m["dynamic_sampling/kept_groups"] = kept
+        m["dynamic_sampling/yield"] = kept / max(1, m["dynamic_sampling/generated_groups"])
+        m["dynamic_sampling/batch_underfilled"] = float(kept < wanted)
+        n_all, judged = max(1, len(self.scores)), self.judged
+        m["critic/score/mean"] = sum(judged) / max(1, len(judged))
+        m["critic/score/max"] = max(judged, default=0.0)
+        m["critic/score/min"] = min(judged, default=0.0)
+        over, tpen, lpen = self.penalties
+        m["reward/overlong_penalty/mean"] = sum(over) / n_all
+        m["reward/truncation_penalty/mean"] = sum(tpen) / n_all
+        m["reward/length_penalty/mean"] = sum(lpen) / n_all
+        m["response_length/mean"] = sum(self.lengths) / n_all
+        m["response_length/max"] = max(self.lengths, default=0)
+        m["response_length/min"] = min(self.lengths, default=0)
+        m["response_length/clip_ratio"] = sum(self.truncated) / n_all
+        for st in ("correct", "wrong", "no_answer", "error", "timeout", "infra_error"):
+            m[f"reward/status/{st}"] = self.statuses.count(st) / n_all
+        for ds, sc in sorted((ds, sc) for ds, sc in self.by_source.items() if sc):
+            m[f"critic/score/{ds}/mean"] = sum(sc) / len(sc)
+            m[f"critic/acc/{ds}/mean"] = sum(x >= 1.0 for x in sc) / len(sc)
+        return m
+
+
+def verifier_item(example: Example, response: str) -> dict:
+    """What the scorer needs to judge one response to ``example``."""
+    return {"data_source": example.data_source, "ability": example.row.get("ability"), "response": response,
+            "ground_truth": example.row["reward_model"]["ground_truth"], "extra_info": example.row.get("extra_info") or {}}
+
+
 def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: int, sampling: SamplingParams,
             dynamic_sampling: bool, max_rounds: int, shaping: RewardShaping, world: World = World()) -> StepExperience:
     """Sample groups until ``num_prompts`` informative groups are kept (or ``max_rounds`` is hit).
@@ -89,14 +173,9 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
     keeping its own slice, so the samplers never diverge and no prompt is used twice.
     """
     kept: list[Group] = []
-    m: dict[str, float] = {"dynamic_sampling/rounds": 0, "dynamic_sampling/generated_groups": 0,
-                           "dynamic_sampling/dropped_all_correct": 0, "dynamic_sampling/dropped_all_wrong": 0,
-                           "dynamic_sampling/dropped_other_equal": 0}
-    all_scores, all_lengths, all_trunc, all_over, all_tpen, all_lpen, statuses = [], [], [], [], [], [], []
-    judged_scores: list[float] = []  # scores of items actually judged (infra_error excluded)
-    by_source: dict[str, list[float]] = {}
+    stats = RolloutStats()
     t_gen = t_rew = 0.0
-    rounds, n, max_new_tokens = 0, sampling.n, sampling.max_new_tokens
+    rounds, n = 0, sampling.n
     while rounds < max_rounds:
         needs = all_gather(world, num_prompts - len(kept))
         if max(needs) == 0:
@@ -108,72 +187,25 @@ def collect(engine, tokenizer, scorer, sampler: PromptSampler, *, num_prompts: i
         groups = engine.generate([ex.prompt_ids for ex in examples], **sampling.as_kwargs()) if examples else []
         faults.point("generation")
         t1 = time.perf_counter()
-        items = []
-        for ex, group in zip(examples, groups):
-            for c in group:
-                items.append({"data_source": ex.data_source, "ability": ex.row.get("ability"),
-                              "response": tokenizer.decode(c.token_ids, skip_special_tokens=True),
-                              "ground_truth": ex.row["reward_model"]["ground_truth"],
-                              "extra_info": ex.row.get("extra_info") or {}})
+        items = [verifier_item(ex, tokenizer.decode(c.token_ids, skip_special_tokens=True))
+                 for ex, group in zip(examples, groups) for c in group]
         verdicts = scorer.score(items) if items else []
         faults.point("scoring")
         t_rew += time.perf_counter() - t1
         t_gen += t1 - t0
         round_groups = []
         for gi, (ex, group) in enumerate(zip(examples, groups)):
-            vs = verdicts[gi * n:(gi + 1) * n]
-            scores = [v.score for v in vs]
-            lengths = [len(c.token_ids) for c in group]
-            truncated = [c.truncated for c in group]
-            rewards, over, tpen, lpen = shape_rewards(scores, lengths, truncated, max_len=max_new_tokens, shaping=shaping)
-            round_groups.append(Group(ex, group, scores, rewards, [v.status.value for v in vs], sampling))
-            all_scores += scores
-            judged = [s for s, v in zip(scores, vs) if v.status is not Status.INFRA_ERROR]
-            judged_scores += judged
-            by_source.setdefault(ex.data_source, []).extend(judged)
-            all_lengths += lengths
-            all_trunc += truncated
-            all_over += over
-            all_tpen += tpen
-            all_lpen += lpen
-            statuses += [v.status.value for v in vs]
-        m["dynamic_sampling/generated_groups"] += len(round_groups)
+            g, shaped = make_group(ex, group, verdicts[gi * n:(gi + 1) * n], sampling=sampling, shaping=shaping)
+            stats.add(g, shaped)
+            round_groups.append(g)
         # prompt retirement: every rank records every rank's groups, so the samplers stay identical
-        mine = [(sampler.index(g.example), [sc for sc, st in zip(g.scores, g.statuses) if st != "infra_error"])
-                for g in round_groups]
+        mine = [(sampler.index(g.example), judged_scores(g)) for g in round_groups]
         for part in all_gather(world, mine):
             for idx, scores in part:
                 sampler.record(idx, scores)
-        if dynamic_sampling:
-            res = filter_groups([g.rewards for g in round_groups])
-            m["dynamic_sampling/dropped_all_correct"] += res.dropped_all_correct
-            m["dynamic_sampling/dropped_all_wrong"] += res.dropped_all_wrong
-            m["dynamic_sampling/dropped_other_equal"] += res.dropped_other_equal
-            kept += [round_groups[i] for i in res.keep]
-        else:
-            kept += round_groups
+        kept += stats.keep(round_groups, dynamic_sampling)
     kept = kept[:num_prompts]
-    m["dynamic_sampling/rounds"] = rounds
-    m["dynamic_sampling/kept_groups"] = len(kept)
-    m["dynamic_sampling/yield"] = len(kept) / max(1, m["dynamic_sampling/generated_groups"])
-    m["dynamic_sampling/batch_underfilled"] = float(len(kept) < num_prompts)
-    n_all = max(1, len(all_scores))
-    # over everything generated and judged, before filtering (infra_error items are no verdict)
-    m["critic/score/mean"] = sum(judged_scores) / max(1, len(judged_scores))
-    m["critic/score/max"] = max(judged_scores, default=0.0)
-    m["critic/score/min"] = min(judged_scores, default=0.0)
-    m["reward/overlong_penalty/mean"] = sum(all_over) / n_all
-    m["reward/truncation_penalty/mean"] = sum(all_tpen) / n_all
-    m["reward/length_penalty/mean"] = sum(all_lpen) / n_all
-    m["response_length/mean"] = sum(all_lengths) / n_all
-    m["response_length/max"] = max(all_lengths, default=0)
-    m["response_length/min"] = min(all_lengths, default=0)
-    m["response_length/clip_ratio"] = sum(all_trunc) / n_all
-    for st in ("correct", "wrong", "no_answer", "error", "timeout", "infra_error"):
-        m[f"reward/status/{st}"] = statuses.count(st) / n_all
-    for ds, sc in sorted((ds, sc) for ds, sc in by_source.items() if sc):
-        m[f"critic/score/{ds}/mean"] = sum(sc) / len(sc)
-        m[f"critic/acc/{ds}/mean"] = sum(x >= 1.0 for x in sc) / len(sc)
+    m = stats.metrics(kept=len(kept), wanted=num_prompts, rounds=rounds)
     m["timing_s/gen"] = t_gen
     m["timing_s/reward"] = t_rew
     return StepExperience(kept, sampling, m)

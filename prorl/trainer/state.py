@@ -37,6 +37,7 @@ class RunState:
     defended_counts: dict[str, dict[str, int]] | None = None  # their sample counts
     failed_recoveries: int = 0  # rollbacks in a row after which validation never got back to `defended`
     sampler: dict = field(default_factory=dict)
+    pending_prompts: list[int] = field(default_factory=list)  # async: drawn, not yet trained (redone after --resume)
 
     def __post_init__(self) -> None:
         # a state saved before sample counts were kept: its validations have unknown counts

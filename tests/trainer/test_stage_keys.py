@@ -35,13 +35,16 @@ CONDITIONAL = {
     **dict.fromkeys(["algo.passk_k", "algo.clip_cov_ratio", "algo.clip_cov_lb", "algo.clip_cov_ub",
                      "algo.entropy_mask_scope"], "passk_clip_cov"),
     **dict.fromkeys(["algo.positive_weight", "algo.kl_cov_ratio", "algo.ppo_kl_coef"], "w_reinforce_kl_cov"),
+    # asynchronous rollouts only (the segment length reaches the workers with each stage's config)
+    **dict.fromkeys(["rollout.max_staleness", "rollout.async_segment_tokens"], "async"),
 }
 PACKED = ["algo.policy_loss=cispo", "actor.max_tokens_per_micro_batch=64", "reset.kl_test=factor",
           "reset.val_test=margin", "reset.triggers=[kl_spike, val_degradation, val_plateau, entropy_collapse]"]
 RUNS = {"packed": PACKED,
         "passk_clip_cov": ["algo.adv_estimator=passk", "algo.passk_k=2", "algo.policy_loss=clip_cov",
                            "algo.entropy_top_fraction=0.2"],
-        "w_reinforce_kl_cov": ["algo.adv_estimator=w_reinforce", "algo.policy_loss=kl_cov"]}
+        "w_reinforce_kl_cov": ["algo.adv_estimator=w_reinforce", "algo.policy_loss=kl_cov"],
+        "async": ["rollout.mode=async", "rollout.max_staleness=1", "rollout.async_segment_tokens=4"]}
 # read only with the engine's sampling log-probs (config validation refuses them with the hf engine): -m vllm
 VLLM_ONLY = {"algo.rollout_correction", "algo.rollout_corr_tis_cap", "algo.rollout_corr_low", "algo.rollout_corr_high"}
 
@@ -141,11 +144,13 @@ def test_unknown_stage_key_names_the_nearest():
 
 def test_fixed_keys_are_declared_by_their_readers():
     """The union is exactly what the components declare (none listed twice, none unknown)."""
+    from prorl.asyncrl.pool import AsyncRollouts
     from prorl.rollout import ENGINE_FIXED_KEYS
     from prorl.trainer.actor import Actor
     from prorl.trainer.metrics import MetricsLogger
 
-    parts = [controller.Trainer.FIXED_KEYS, Actor.FIXED_KEYS, ENGINE_FIXED_KEYS, MetricsLogger.FIXED_KEYS]
+    parts = [controller.Trainer.FIXED_KEYS, Actor.FIXED_KEYS, ENGINE_FIXED_KEYS, MetricsLogger.FIXED_KEYS,
+             AsyncRollouts.FIXED_KEYS]
     flat = [k for p in parts for k in p]
     assert len(flat) == len(set(flat)) and set(flat) == fixed_keys()
     assert set(flat) <= set(_leaf_keys())
