@@ -2,12 +2,15 @@
 pickled messages over TCP, HMAC-authenticated) and one ``torch.distributed`` process group that
 carries the weights (gloo on CPU, NCCL on GPUs), built on a ``TCPStore`` the trainer hosts.
 
-The weight group is created apart from any torchrun world (the trainer may itself run under
+The weight groups are created apart from any torchrun world (the trainer may itself run under
 torchrun with FSDP2), as vLLM's and TRL's weight-update groups are: a ``ProcessGroupGloo`` /
-``ProcessGroupNCCL`` constructed directly on a prefixed store. Rank 0 is the trainer; it
-broadcasts each tensor in turn, in the order of the metadata every worker got at its handshake.
-When a worker dies the survivors build a new group under a new prefix (its *epoch*).
-Every collective has the run's ``rollout.async_timeout_s``: a stuck peer is an error, not a hang.
+``ProcessGroupNCCL`` constructed directly on a prefixed store. There is one two-member group per
+worker (rank 0 the trainer, rank 1 the worker), not one group of all: in a gloo full mesh the
+death of one worker was seen to take the other workers' processes down with it (their links to the
+dead one fail), while a star keeps a death local. The trainer starts each tensor's broadcast on
+every group at once, then waits for all, in the order of the metadata every worker got at its
+handshake. Every collective has the run's ``rollout.async_timeout_s``: a stuck peer is an error,
+not a hang.
 """
 
 from __future__ import annotations
@@ -47,9 +50,9 @@ def make_store(host: str, port: int, *, is_master: bool, timeout_s: float) -> di
                          timeout=datetime.timedelta(seconds=timeout_s))
 
 
-def weight_group(store: dist.Store, *, epoch: int, rank: int, size: int, timeout_s: float, device: str):
-    """The weight process group of ``epoch`` (blocks until all ``size`` members have joined)."""
-    prefixed = dist.PrefixStore(f"weights/{epoch}/", store)
+def weight_group(store: dist.Store, *, worker: int, rank: int, timeout_s: float, device: str):
+    """The trainer <-> ``worker`` weight group (blocks until both have joined)."""
+    prefixed, size = dist.PrefixStore(f"weights/{worker}/", store), 2
     timeout = datetime.timedelta(seconds=timeout_s)
     if torch.device(device).type == "cuda":  # NCCL: untested on this project's CPU machines
         opts = dist.ProcessGroupNCCL.Options()
@@ -63,23 +66,29 @@ def weights_meta(named: Iterable[tuple[str, torch.Tensor]]) -> list[tuple[str, t
     return [(name, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in named]
 
 
-def broadcast_weights(group, named: Iterable[tuple[str, torch.Tensor]],
-                      meta: Sequence[tuple[str, tuple[int, ...], str]]) -> int:
-    """Rank 0: send each tensor of ``named`` (in ``meta``'s order) to every member; returns bytes sent.
-    The generator is always run to its end (under FSDP2 every rank gathers each tensor in turn)."""
-    sent, i = 0, 0
+def broadcast_weights(groups: dict[int, object], named: Iterable[tuple[str, torch.Tensor]],
+                      meta: Sequence[tuple[str, tuple[int, ...], str]]) -> tuple[int, dict[int, str]]:
+    """The trainer: send each tensor of ``named`` (in ``meta``'s order) over every worker's group.
+    Returns (bytes sent per worker, {worker: error} for those whose link failed: they get nothing
+    more). The generator is always run to its end (under FSDP2 every rank gathers each tensor)."""
+    sent, i, failed = 0, 0, {}
     opts = dist.BroadcastOptions()
     opts.rootRank = 0
     for name, t in named:
         if i >= len(meta) or meta[i][0] != name:
             raise RuntimeError(f"weight {i} is {name!r}, the workers expect {meta[i][0] if i < len(meta) else 'none'}")
         t = t.detach().contiguous()
-        group.broadcast([t], opts).wait()
+        works = {w: g.broadcast([t], opts) for w, g in groups.items() if w not in failed}
+        for w, work in works.items():
+            try:
+                work.wait()
+            except RuntimeError as e:
+                failed[w] = str(e).splitlines()[0]
         sent += t.numel() * t.element_size()
         i += 1
     if i != len(meta):
         raise RuntimeError(f"sent {i} weights, the workers expect {len(meta)}")
-    return sent
+    return sent, failed
 
 
 def receive_weights(group, buffers: Sequence[torch.Tensor]) -> None:

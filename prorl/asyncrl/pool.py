@@ -78,7 +78,7 @@ class AsyncRollouts:
         self._validations: dict[int, dict] = {}
         self._timing = {"timing_s/gen": 0.0, "timing_s/reward": 0.0}  # workers' seconds for this step's arrivals
         self._inbox: queue.Queue = queue.Queue()
-        self._epoch, self._group, self._members = 0, None, ()
+        self._groups: dict[int, object] = {}  # worker index -> its weight group with the trainer
         host, port = channel.parse_address(r.async_listen)
         self._key = channel.authkey(required=r.async_remote_workers > 0)
         self._listener = Listener((host, port), authkey=self._key)
@@ -134,9 +134,9 @@ class AsyncRollouts:
                 w = conns[conn]
                 try:
                     self._inbox.put((w.index, *conn.recv()))
-                except (EOFError, OSError):
+                except (EOFError, OSError) as e:
                     del conns[conn]
-                    self._inbox.put((w.index, "dead", None))
+                    self._inbox.put((w.index, "dead", repr(e)))
 
     def _wait_ready(self) -> None:
         waiting = {w.index for w in self.workers}
@@ -153,62 +153,65 @@ class AsyncRollouts:
     # ------------------------------------------------------------------ weights
     def publish(self, weights: Callable[[], Iterable], *, version: int) -> float:
         """Stream the current weights (as version ``version``) to every live worker; returns seconds.
-        A worker that dies during the broadcast is dropped and the broadcast redone for the others."""
+        A worker whose link fails during the broadcast is lost; the others get the full set."""
         self.version = version
-        for attempt in range(2):
-            t0 = time.perf_counter()
-            live = self.live()
-            if not live:
-                for _ in weights():  # keep FSDP ranks in step even with nobody to send to
-                    pass
-                raise WorkersLost("every rollout worker has died; see their errors above")
-            members = tuple(w.index for w in live)
-            if members != self._members:
-                self._epoch, self._members, self._group = self._epoch + 1, members, None
-            for rank, w in enumerate(live, start=1):
-                self._send(w, "weights", {"version": version, "epoch": self._epoch, "rank": rank, "size": len(live) + 1})
-            try:
-                if self._group is None:
-                    self._group = channel.weight_group(self._store, epoch=self._epoch, rank=0, size=len(live) + 1,
-                                                       timeout_s=self.timeout_s, device=self.device)
-                channel.broadcast_weights(self._group, weights(), self._meta)
-                return time.perf_counter() - t0
-            except RuntimeError as e:  # a member died mid-broadcast: rebuild the group without it
-                self._group = None
-                self._reap(grace_s=5.0)
-                self.log(f"weight broadcast failed ({str(e).splitlines()[0]}); retrying with the live workers")
-        raise WorkersLost("the weight broadcast failed twice")
+        t0 = time.perf_counter()
+        self._reap(grace_s=0.0)  # a worker that died since the last look is not sent to
+        live = self.live()
+        if not live:
+            for _ in weights():  # keep FSDP ranks in step even with nobody to send to
+                pass
+            raise WorkersLost("every rollout worker has died; see their errors above")
+        for w in live:
+            self._send(w, "weights", {"version": version})
+        for w in self.live():
+            if w.index not in self._groups:  # the worker joins when it reads the message above
+                self._groups[w.index] = channel.weight_group(self._store, worker=w.index, rank=0,
+                                                             timeout_s=self.timeout_s, device=self.device)
+        _, failed = channel.broadcast_weights({w.index: self._groups[w.index] for w in self.live()}, weights(),
+                                              self._meta)
+        for idx, err in failed.items():
+            self._groups.pop(idx, None)
+            self._lose(self.workers[idx], f"failed to receive the weights ({err})")
+        if not self.live():
+            raise WorkersLost("every rollout worker has died; see their errors above")
+        return time.perf_counter() - t0
 
     def _reap(self, grace_s: float) -> None:
         """Mark workers whose process or connection has ended as dead (waiting up to ``grace_s``)."""
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
+        while True:
             for w in self.workers:
                 if w.alive and w.proc is not None and w.proc.poll() is not None:
                     self._lose(w, f"exited with code {w.proc.returncode}")
-            try:
-                idx, kind, body = self._inbox.get(timeout=0.2)
-                self._handle(idx, kind, body, step=self.version + 1)
+            try:  # everything already received (a "dead" notice among it), then up to the grace period
+                while True:
+                    self._handle(*self._inbox.get_nowait(), step=self.version + 1)
             except queue.Empty:
                 pass
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.2)
 
     # ------------------------------------------------------------------ one step's batch
     def collect(self, *, step: int, cfg: Config) -> StepExperience:
         """Block until ``actor.train_batch_size`` fresh groups are ready (dispatching as staleness
-        allows meanwhile), take them, and dispatch ahead for the next steps before returning."""
+        allows meanwhile), take them, and dispatch ahead for the next steps before returning. As in
+        the synchronous mode, after ``algo.max_gen_rounds`` batches' worth of generated groups the
+        step trains on what there is."""
         t0 = time.perf_counter()
         self.cfg = cfg
         B, K = cfg.actor.train_batch_size, cfg.rollout.max_staleness
         sampling = SamplingParams.for_training(cfg.rollout)
         shaping = RewardShaping.from_config(cfg.reward, step)
-        trained_at = step - 1
+        trained_at = self.version  # the weights this batch is trained at (= step - 1 unless a step had no update)
         while True:
             fresh, stale = split_fresh(self.ready, version=trained_at, max_staleness=K)
             if stale:  # the guarantee: nothing older than K versions is trained on
                 self._counts["dropped_stale"] += len(stale)
                 self._give_back([self.sampler.index(g.example) for g in stale])
             self.ready = fresh
-            if len(self.ready) >= B:
+            if len(self.ready) >= B or self.stats.m["dynamic_sampling/generated_groups"] >= cfg.algo.max_gen_rounds * B:
                 break
             self._dispatch(sampling, batch_groups=B, max_staleness=K, steps_ahead=0)
             idx, kind, body = self._next_message(time.monotonic() + self.timeout_s, "a rollout group")
@@ -292,12 +295,20 @@ class AsyncRollouts:
             self.log(f"rollout worker {idx} failed:\n{body}")
             self._lose(w, "failed (traceback above)")
         elif kind == "dead":
-            self._lose(w, "closed its connection")
+            code = None
+            if w.proc is not None:
+                try:
+                    code = w.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._lose(w, f"closed its connection ({body}" + (f", exit code {code})" if code is not None else ")"))
 
     def _lose(self, w: _Worker, why: str) -> None:
         if not w.alive:
             return
         w.alive = False
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.kill()  # alive but unusable (its link failed): it would only compete for the cores
         lost = [i for i, p in self.pending.items() if p.worker == w.index]
         self._give_back([self.pending.pop(i).example_index for i in lost])
         self.log(f"rollout worker {w.index} {why}; {len(lost)} prompt(s) it held go to the others, "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -79,7 +80,7 @@ class RolloutWorker:
         self.meta, self.timeout_s = hello["meta"], hello["timeout_s"]
         self.store = channel.make_store(*hello["store"], is_master=False, timeout_s=self.timeout_s)
         self.staging = channel.allocate(self.meta, self.device)
-        self.group, self.group_epoch = None, -1
+        self.group = None  # the trainer <-> this worker weight group, made at the first publication
         self.version = -1  # the weights the engine samples from
         self._new_version: int | None = None  # received into staging, not yet applied
         self._lock = threading.Lock()
@@ -96,27 +97,25 @@ class RolloutWorker:
                 kind, body = self.conn.recv()
                 if kind == "weights":
                     with self._lock:
-                        if body["epoch"] != self.group_epoch:
-                            self.group = channel.weight_group(self.store, epoch=body["epoch"], rank=body["rank"],
-                                                              size=body["size"], timeout_s=self.timeout_s,
-                                                              device=self.device)
-                            self.group_epoch = body["epoch"]
+                        if self.group is None:
+                            self.group = channel.weight_group(self.store, worker=self.index, rank=1,
+                                                              timeout_s=self.timeout_s, device=self.device)
                         channel.receive_weights(self.group, self.staging)
                         self._new_version = body["version"]
                     self.inbox.put(("weights_ready", body["version"]))
                 else:
                     self.inbox.put((kind, body))
-        except (EOFError, OSError):
-            os._exit(0)  # the trainer is gone: nothing to hand results to
+        except (EOFError, OSError) as e:
+            _exit(0, f"rollout worker {self.index}: the trainer closed the connection ({e!r}); exiting")
         except Exception:
             self._send("error", traceback.format_exc())
-            os._exit(1)
+            _exit(1, f"rollout worker {self.index}: failed")
 
     def _send(self, kind: str, body) -> None:
         try:
             self.conn.send((kind, body))
-        except (EOFError, OSError, BrokenPipeError):
-            os._exit(0)
+        except (EOFError, OSError) as e:
+            _exit(0, f"rollout worker {self.index}: the trainer closed the connection ({e!r}); exiting")
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -248,6 +247,12 @@ class RolloutWorker:
                                  "gen_s": a.gen_s, "score_s": t_score / len(done),
                                  "worker": self.index})
             i += n
+
+
+def _exit(code: int, why: str) -> None:
+    """Leave at once (daemon threads, engine state: nothing to clean up that the OS does not)."""
+    print(why, file=sys.stderr, flush=True)
+    os._exit(code)
 
 
 def _plain(records) -> dict:

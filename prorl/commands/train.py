@@ -54,10 +54,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"prorl train: config error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
+        from prorl.asyncrl.pool import WorkersLost
         from prorl.data.dataset import DataError
 
         if isinstance(e, DataError):
             print(f"prorl train: data error: {e}", file=sys.stderr)
             return 2
+        if isinstance(e, WorkersLost):  # the last checkpoint stands; --resume continues once workers are back
+            print(f"prorl train: stopped: {e}", file=sys.stderr)
+            return 1
         raise
     return 0
