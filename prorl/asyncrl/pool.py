@@ -59,6 +59,7 @@ class _Pending:
 class AsyncRollouts:
     """Rollout workers in their own processes, fed with prompts and weights by the trainer."""
 
+    WEIGHT_PASSES_AT_START = 2  # the metadata pass and the first publication (other torchrun ranks join both)
     FIXED_KEYS = ("rollout.mode", "rollout.async_workers", "rollout.async_remote_workers", "rollout.async_listen",
                   "rollout.async_worker_threads", "rollout.async_timeout_s")
 
@@ -392,12 +393,12 @@ def _verifier_row(row: dict) -> dict:
     return {k: row[k] for k in ("data_source", "ability", "reward_model", "extra_info") if k in row}
 
 
-def default_threads(cfg: Config) -> tuple[int, int]:
-    """(trainer threads, threads per local worker): the cores shared evenly unless set."""
+def default_threads(cfg: Config, trainer_procs: int = 1) -> tuple[int, int]:
+    """(threads per trainer process, threads per local worker): the cores shared evenly unless set."""
     cores = os.cpu_count() or 1
     r = cfg.rollout
-    per_worker = r.async_worker_threads or max(1, cores // (r.async_workers + 1))
-    trainer = max(1, cores - per_worker * r.async_workers)
+    per_worker = r.async_worker_threads or max(1, cores // (r.async_workers + trainer_procs))
+    trainer = max(1, (cores - per_worker * r.async_workers) // trainer_procs)
     if cfg.trainer.threads:
         trainer = min(cfg.trainer.threads, trainer)
     return trainer, per_worker

@@ -54,11 +54,9 @@ class Trainer:
                  log: Callable[..., None] = print, callbacks: Sequence[Any] = ()):
         check_stage_overrides(cfg)  # before anything loads
         self.base_cfg = cfg
-        trainer_threads, worker_threads = default_threads(cfg) if cfg.rollout.mode == "async" else (cfg.trainer.threads, 0)
+        trainer_threads, worker_threads = (cfg.trainer.threads, 0) if cfg.rollout.mode == "sync" else \
+            default_threads(cfg, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         self.world = world = D.init_world(cfg.trainer.device, trainer_threads)
-        if cfg.rollout.mode == "async" and world.world_size > 1:
-            raise ConfigError("rollout.mode=async runs one trainer process (its workers are the other processes); "
-                              "under torchrun use rollout.mode=sync")
         self.log = log if world.is_main else (lambda *a, **k: None)
         self.callbacks = list(callbacks)
         self.run_dir = run_dir = Path(cfg.trainer.run_dir)
@@ -229,7 +227,7 @@ class Trainer:
         """Sample the held-out prompts with the current policy, log ``val-core/...`` and feed the
         watchdog (best checkpoint, degradation triggers, recovery after a rollback)."""
         vcfg, step, t0 = self.cfg.validation, self.state.step, time.perf_counter()
-        records = self.rollouts.evaluate(D.split_for_rank(self.world, self.val_examples), n=vcfg.n,
+        records = self.rollouts.evaluate(self.val_examples, n=vcfg.n,
                                          temperature=vcfg.temperature, top_p=vcfg.top_p,
                                          max_new_tokens=vcfg.max_response_length or self.cfg.rollout.max_response_length)
         faults.point("validation")

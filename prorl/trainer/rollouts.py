@@ -15,7 +15,7 @@ import time
 from typing import Callable, Iterable
 
 from prorl.config import Config
-from prorl.data.dataset import PromptSampler
+from prorl.data.dataset import AllPromptsRetired, PromptSampler
 from prorl.rewards.scorer import RewardScorer
 from prorl.rollout import make_engine
 from prorl.trainer import distributed as D
@@ -53,8 +53,9 @@ class SyncRollouts:
         return time.perf_counter() - t0
 
     def evaluate(self, examples, *, n: int, temperature: float, top_p: float, max_new_tokens: int) -> list[dict]:
-        return [sample_and_score(self.engine, self.tokenizer, self.scorer, examples, n=n, temperature=temperature,
-                                 top_p=top_p, max_new_tokens=max_new_tokens)]
+        """This rank's share of ``examples``, sampled and scored (the caller gathers the ranks' records)."""
+        return [sample_and_score(self.engine, self.tokenizer, self.scorer, D.split_for_rank(self.world, examples), n=n,
+                                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)]
 
     def configure(self, cfg: Config) -> None:
         self.engine.configure(cfg.rollout)
@@ -76,6 +77,62 @@ class SyncRollouts:
             self.scorer = None
 
 
+class RankZeroRollouts:
+    """Asynchronous rollouts under torchrun: rank 0 holds the worker pool; every rank trains on its
+    share of rank 0's batch and takes part in each weight publication (under FSDP2 every rank
+    gathers each tensor; rank 0 sends it). Rank 0 decides what a flush voided and what is out at a
+    checkpoint, for all ranks."""
+
+    def __init__(self, world: D.World, inner, *, sampler: PromptSampler, weights: Callable[[], Iterable],
+                 passes_at_start: int):
+        self.world, self.inner, self.sampler = world, inner, sampler
+        if inner is None:  # join rank 0's passes over the weights while its pool starts
+            for _ in range(passes_at_start):
+                for _ in weights():
+                    pass
+
+    def collect(self, *, step: int, cfg: Config) -> StepExperience:
+        out: object = None
+        if self.inner is not None:
+            try:
+                out = self.inner.collect(step=step, cfg=cfg)
+                for g in out.groups:  # sent as its index: each rank has the same examples, in the same order
+                    g.example = self.sampler.index(g.example)
+            except AllPromptsRetired as e:  # (a lost worker pool stops rank 0; torchrun stops the others)
+                out = e
+        out = D.broadcast(self.world, out)
+        if isinstance(out, Exception):
+            raise out
+        for g in out.groups:
+            g.example = self.sampler.examples[g.example]
+        return StepExperience(D.split_for_rank(self.world, out.groups), out.sampling, out.metrics)
+
+    def publish(self, weights: Callable[[], Iterable], *, version: int) -> float:
+        t0 = time.perf_counter()
+        if self.inner is not None:
+            return self.inner.publish(weights, version=version)
+        for _ in weights():
+            pass
+        return time.perf_counter() - t0
+
+    def evaluate(self, examples, **kw) -> list[dict]:
+        return self.inner.evaluate(examples, **kw) if self.inner is not None else []
+
+    def configure(self, cfg: Config) -> None:
+        if self.inner is not None:
+            self.inner.configure(cfg)
+
+    def flush(self, cause: str) -> int:
+        return D.broadcast(self.world, self.inner.flush(cause) if self.inner is not None else 0)
+
+    def outstanding_prompts(self) -> list[int]:
+        return D.broadcast(self.world, self.inner.outstanding_prompts() if self.inner is not None else [])
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
 def make_rollouts(cfg: Config, *, model_path: str, tokenizer, sampler: PromptSampler, world: D.World,
                   weights: Callable[[], Iterable], version: int, seed: int, worker_threads: int = 1,
                   returned: Iterable[int] = (), log: Callable[..., None] = print):
@@ -85,5 +142,10 @@ def make_rollouts(cfg: Config, *, model_path: str, tokenizer, sampler: PromptSam
                             weights=weights, seed=seed)
     from prorl.asyncrl.pool import AsyncRollouts
 
-    return AsyncRollouts(cfg, model_path=model_path, sampler=sampler, weights=weights, version=version,
-                         worker_threads=worker_threads, device=world.device, log=log, returned=returned)
+    pool = AsyncRollouts(cfg, model_path=model_path, sampler=sampler, weights=weights, version=version,
+                         worker_threads=worker_threads, device=world.device, log=log, returned=returned) \
+        if world.is_main else None
+    if not world.distributed:
+        return pool
+    return RankZeroRollouts(world, pool, sampler=sampler, weights=weights,
+                            passes_at_start=AsyncRollouts.WEIGHT_PASSES_AT_START)

@@ -179,6 +179,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_worker_started_by_hand_with_the_shared_key(tmp_path):
     """The multi-node path on one machine: the trainer spawns no worker and waits; a
     ``prorl rollout-worker --connect`` started separately serves it. Without the key it refuses."""
@@ -199,3 +200,21 @@ def test_a_worker_started_by_hand_with_the_shared_key(tmp_path):
     assert "waiting for 1 remote rollout worker" in out
     assert [m["step"] for m in train_metrics(tmp_path / "run")] == [1, 2, 3]
     assert worker.wait(timeout=60) == 0  # told to stop when the run ended
+
+
+@pytest.mark.slow
+def test_torchrun_trainer_ranks_with_an_async_worker(tmp_path):
+    """Two trainer processes (torchrun, gloo, FSDP2) and one worker: rank 0 holds the pool, every
+    rank trains on its share, the FSDP-gathered weights reach the worker (step 1 is on-policy to
+    1e-4), and the bound holds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "prorl", "train", "--nproc-per-node", "2", *RUN, f"trainer.run_dir={tmp_path}",
+           "trainer.total_steps=4", "rollout.max_staleness=1"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ms = train_metrics(tmp_path)
+    assert [m["step"] for m in ms] == [1, 2, 3, 4]
+    assert max(m["async/staleness_max"] for m in ms) <= 1
+    assert ms[0]["rollout_corr/abs_logp_diff_max"] < 1e-4
+    trained = [i for x in jsonl(tmp_path, "trained_prompts.jsonl") for i in x["prompts"]]
+    assert len(trained) == len(set(trained)) == 16

@@ -128,7 +128,7 @@ def test_masked_truncated_responses_do_not_train(tmp_path):
 def test_every_rollout_samples_from_the_policy_the_actor_then_updates(tmp_path, monkeypatch):
     """The engine holds its own copy of the weights: after each update and after a rollback to the
     best checkpoint it must sample from exactly the actor's current policy."""
-    import prorl.trainer.controller as loop
+    import prorl.trainer.rollouts as loop  # where the synchronous source builds its engine
     from prorl.trainer.actor import Actor
 
     def checksum(params) -> float:

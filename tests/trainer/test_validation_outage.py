@@ -146,7 +146,8 @@ def test_training_ignores_validations_during_an_outage(tmp_path, monkeypatch):
     ``infra_error``): they are logged and ignored, so no ``val_degradation`` reset, no rollback, and
     the best checkpoint comes from a validation that was scored."""
     from prorl.config import load_config
-    from prorl.trainer import controller as loop
+    from prorl.trainer import rollouts as loop  # where the synchronous source validates
+    from prorl.trainer.controller import train
     from prorl.trainer.metrics import read_metrics
 
     real, calls, url = loop.sample_and_score, [], _dead_url()
@@ -167,7 +168,7 @@ def test_training_ignores_validations_during_an_outage(tmp_path, monkeypatch):
         "reset.auto=true", "reset.triggers=[val_degradation]", "reset.val_patience=1", "reset.val_margin=0.05",
         "reset.min_steps_between_resets=1", "reset.rollback_to_best=true", f"trainer.run_dir={tmp_path}"])
     logged: list[str] = []
-    loop.train(cfg, log=lambda *a: logged.append(" ".join(map(str, a))))
+    train(cfg, log=lambda *a: logged.append(" ".join(map(str, a))))
     assert len(calls) == 4
 
     events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
