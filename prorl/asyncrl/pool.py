@@ -30,6 +30,7 @@ from prorl.asyncrl.staleness import may_dispatch, split_fresh, staleness_metrics
 from prorl.asyncrl.worker import WorkItem
 from prorl.config import Config, to_dict
 from prorl.data.dataset import PromptSampler
+from prorl.rewards.scorer import RewardScorer
 from prorl.rollout.base import SamplingParams
 from prorl.trainer import faults
 from prorl.trainer.rollout_step import Group, RewardShaping, RolloutStats, StepExperience, judged_scores, make_group
@@ -80,6 +81,7 @@ class AsyncRollouts:
         self._timing = {"timing_s/gen": 0.0, "timing_s/reward": 0.0}  # workers' seconds for this step's arrivals
         self._inbox: queue.Queue = queue.Queue()
         self._groups: dict[int, object] = {}  # worker index -> its weight group with the trainer
+        self._judged_by = (SamplingParams.for_training(r), RewardScorer.settings(cfg.reward))
         host, port = channel.parse_address(r.async_listen)
         self._key = channel.authkey(required=r.async_remote_workers > 0)
         self._listener = Listener((host, port), authkey=self._key)
@@ -364,9 +366,12 @@ class AsyncRollouts:
         return len(voided)
 
     def configure(self, cfg: Config) -> None:
-        """A new stage: in-flight groups were drawn with the old stage's sampling, so they are voided."""
-        self.flush("stage change")
-        self.cfg = cfg
+        """A new stage: the workers take its config; when it samples or scores differently, the groups
+        drawn under the old stage's settings are voided (a batch has one group size and temperature)."""
+        judged_by = (SamplingParams.for_training(cfg.rollout), RewardScorer.settings(cfg.reward))
+        if judged_by != self._judged_by:
+            self.flush("stage change")
+        self.cfg, self._judged_by = cfg, judged_by
         for w in self.live():
             self._send(w, "configure", to_dict(cfg))
 

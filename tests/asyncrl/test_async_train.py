@@ -218,3 +218,19 @@ def test_torchrun_trainer_ranks_with_an_async_worker(tmp_path):
     assert ms[0]["rollout_corr/abs_logp_diff_max"] < 1e-4
     trained = [i for x in jsonl(tmp_path, "trained_prompts.jsonl") for i in x["prompts"]]
     assert len(trained) == len(set(trained)) == 16
+
+
+def test_a_stage_that_changes_sampling_voids_the_groups_drawn_before_it(tmp_path):
+    """Stage b halves the group size: the groups of n = 4 in flight or ready when it begins are voided
+    (their prompts redrawn), so every batch of stage b holds groups of 2 only; a stage that changes
+    only the learning rate voids nothing."""
+    r = train(tmp_path, "rollout.max_staleness=2", "trainer.total_steps=6", "validation.every=0",
+              "stages=[{name: a, until_step: 2}, {name: lr, until_step: 4, overrides: {actor.lr: 1.0e-4}}, "
+              "{name: b, overrides: {rollout.n: 2}}]")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ms = train_metrics(tmp_path)
+    assert [m["step"] for m in ms] == [1, 2, 3, 4, 5, 6]
+    assert ms[2]["async/flushed"] == 0  # step 3: the lr stage
+    assert ms[4]["async/flushed"] > 0 and ms[4]["async/returned"] >= ms[4]["async/flushed"]  # step 5: stage b
+    trained = [i for x in jsonl(tmp_path, "trained_prompts.jsonl") for i in x["prompts"]]
+    assert len(trained) == len(set(trained))
