@@ -67,6 +67,7 @@ SETTING = [
 # a variant runs every arm with extra overrides, as arm "<arm>+<variant>"
 VARIANTS: dict[str, list[str]] = {
     "noDS": ["algo.dynamic_sampling=false"],  # every drawn group is trained: the async dispatcher's keep rate is 1
+    "tis": ["algo.rollout_correction=tis"],  # the decoupled objective: tokens weighted by pi_prox / pi_behaviour (cap 2)
 }
 QUICK = ["data.builtin_train_size=200", "data.val_max_prompts=4", "actor.train_batch_size=4",
          "actor.ppo_mini_batch_size=2", "rollout.n=4", "algo.max_gen_rounds=1"]

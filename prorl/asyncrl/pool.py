@@ -75,7 +75,7 @@ class AsyncRollouts:
         self.ready: list[Group] = []
         self.stats, self._arrived_versions = RolloutStats(), 0
         self._ids = itertools.count()
-        self._yield = [1.0, 1.0]  # kept, generated (a prior of one kept group)
+        self._keep_rate = 1.0  # dynamic sampling's recent keep rate (an average over about two batches)
         self._counts = {"dropped_stale": 0, "returned": 0, "flushed": 0}
         self._validations: dict[int, dict] = {}
         self._timing = {"timing_s/gen": 0.0, "timing_s/reward": 0.0}  # workers' seconds for this step's arrivals
@@ -191,11 +191,7 @@ class AsyncRollouts:
             for w in self.workers:
                 if w.alive and w.proc is not None and w.proc.poll() is not None:
                     self._lose(w, f"exited with code {w.proc.returncode}")
-            try:  # everything already received (a "dead" notice among it), then up to the grace period
-                while True:
-                    self._handle(*self._inbox.get_nowait(), step=self.version + 1)
-            except queue.Empty:
-                pass
+            self._drain()  # everything already received (a "dead" notice among it), then up to the grace period
             if time.monotonic() >= deadline:
                 return
             time.sleep(0.2)
@@ -212,6 +208,7 @@ class AsyncRollouts:
         sampling = SamplingParams.for_training(cfg.rollout)
         shaping = RewardShaping.from_config(cfg.reward, step)
         trained_at = self.version  # the weights this batch is trained at (= step - 1 unless a step had no update)
+        self._drain()  # what arrived during the update counts in this step's metrics
         while True:
             fresh, stale = split_fresh(self.ready, version=trained_at, max_staleness=K)
             if stale:  # the guarantee: nothing older than K versions is trained on
@@ -243,7 +240,10 @@ class AsyncRollouts:
         return StepExperience(batch, sampling, m)
 
     def _dispatch(self, sampling: SamplingParams, *, batch_groups: int, max_staleness: int, steps_ahead: int) -> None:
-        keep_rate = self._yield[0] / self._yield[1]
+        """Send prompts while :func:`may_dispatch` allows. The keep rate is the recent one, floored at
+        1 / algo.max_gen_rounds (a step never generates more than that many batches' worth), so a
+        hard start cannot send the workers thousands of prompts that go stale once it gets easier."""
+        keep_rate = max(self._keep_rate, 1.0 / self.cfg.algo.max_gen_rounds)
         sends: dict[int, list[WorkItem]] = {}
         while self.live():
             ahead = len(self.ready) + keep_rate * len(self.pending)
@@ -259,6 +259,14 @@ class AsyncRollouts:
             sends.setdefault(w.index, []).append(WorkItem(item_id, list(ex.prompt_ids), _verifier_row(ex.row), sampling))
         for idx, items in sends.items():
             self._send(self.workers[idx], "work", items)
+
+    def _drain(self) -> None:
+        """Handle every message already received, without waiting."""
+        while True:
+            try:
+                self._handle(*self._inbox.get_nowait(), step=self.version + 1)
+            except queue.Empty:
+                return
 
     def _next_message(self, deadline: float, what: str) -> tuple:
         while True:
@@ -288,8 +296,8 @@ class AsyncRollouts:
             self._timing["timing_s/gen"] += body["gen_s"]
             self._timing["timing_s/reward"] += body["score_s"]
             kept = self.stats.keep([g], self.cfg.algo.dynamic_sampling)
-            self._yield[0] += len(kept)
-            self._yield[1] += 1
+            alpha = 1.0 / (2 * self.cfg.actor.train_batch_size)
+            self._keep_rate += alpha * (len(kept) - self._keep_rate)
             if not kept:  # dynamic sampling dropped it: judged now, as the synchronous mode does
                 self.sampler.record(p.example_index, judged_scores(g))
             self.ready += kept
