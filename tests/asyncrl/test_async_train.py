@@ -122,6 +122,7 @@ def test_kill9_at_a_random_moment_then_resume(tmp_path):
     assert pending and set(pending[:4]) <= after  # the first returned prompts make the next batch
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_leaves_the_other_to_finish(tmp_path):
     """A worker SIGKILLed mid-run: its prompts go back to the queue and the other worker finishes
     the run (every step once, one worker at the end)."""
@@ -142,6 +143,7 @@ def test_a_worker_killed_mid_run_leaves_the_other_to_finish(tmp_path):
     assert [m["step"] for m in ms] == list(range(1, 9)) and ms[-1]["async/workers"] == 1
 
 
+@pytest.mark.slow
 def test_every_worker_dead_stops_the_run_with_a_clear_message(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "prorl", "train", *RUN, f"trainer.run_dir={tmp_path}", "trainer.total_steps=50",
@@ -220,6 +222,7 @@ def test_torchrun_trainer_ranks_with_an_async_worker(tmp_path):
     assert len(trained) == len(set(trained)) == 16
 
 
+@pytest.mark.slow
 def test_a_stage_that_changes_sampling_voids_the_groups_drawn_before_it(tmp_path):
     """Stage b halves the group size: the groups of n = 4 in flight or ready when it begins are voided
     (their prompts redrawn), so every batch of stage b holds groups of 2 only; a stage that changes

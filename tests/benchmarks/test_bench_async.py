@@ -19,6 +19,7 @@ def bench(load_script):
     return load_script("benchmarks/bench_async.py", "bench_async")
 
 
+@pytest.mark.slow
 def test_smoke_runs_all_three_arms(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
