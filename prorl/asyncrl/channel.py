@@ -5,9 +5,9 @@ carries the weights (gloo on CPU, NCCL on GPUs), built on a ``TCPStore`` the tra
 The weight groups are created apart from any torchrun world (the trainer may itself run under
 torchrun with FSDP2), as vLLM's and TRL's weight-update groups are: a ``ProcessGroupGloo`` /
 ``ProcessGroupNCCL`` constructed directly on a prefixed store. There is one two-member group per
-worker (rank 0 the trainer, rank 1 the worker), not one group of all: in a gloo full mesh the
-death of one worker was seen to take the other workers' processes down with it (their links to the
-dead one fail), while a star keeps a death local. The trainer starts each tensor's broadcast on
+worker (rank 0 the trainer, rank 1 the worker), not one group of all: no worker holds a link to
+another, so a death stays local and nothing needs rebuilding for the survivors (a shared group would
+have to be re-formed, under a new prefix, after every death). The trainer starts each tensor's broadcast on
 every group at once, then waits for all, in the order of the metadata every worker got at its
 handshake. Every collective has the run's ``rollout.async_timeout_s``: a stuck peer is an error,
 not a hang.
