@@ -73,7 +73,7 @@ class AsyncRollouts:
         self.returned: list[int] = list(returned)  # prompts to dispatch again before new draws
         self.pending: dict[int, _Pending] = {}
         self.ready: list[Group] = []
-        self.stats, self._arrived_versions = RolloutStats(), 0
+        self.stats = RolloutStats()
         self._ids = itertools.count()
         self._keep_rate = 1.0  # dynamic sampling's recent keep rate (an average over about two batches)
         self._counts = {"dropped_stale": 0, "returned": 0, "flushed": 0}
@@ -95,7 +95,7 @@ class AsyncRollouts:
         self._meta = channel.weights_meta(weights())
         self._accept(procs, r.async_workers + r.async_remote_workers, model_path, worker_threads)
         threading.Thread(target=self._read, name="prorl-rollout-inbox", daemon=True).start()
-        self.sync_s = self.publish(weights, version=version)
+        self.publish(weights, version=version)
         self._wait_ready()
 
     # ------------------------------------------------------------------ workers
@@ -206,7 +206,6 @@ class AsyncRollouts:
         self.cfg = cfg
         B, K = cfg.actor.train_batch_size, cfg.rollout.max_staleness
         sampling = SamplingParams.for_training(cfg.rollout)
-        shaping = RewardShaping.from_config(cfg.reward, step)
         trained_at = self.version  # the weights this batch is trained at (= step - 1 unless a step had no update)
         self._drain()  # what arrived during the update counts in this step's metrics
         while True:
@@ -219,7 +218,7 @@ class AsyncRollouts:
                 break
             self._dispatch(sampling, batch_groups=B, max_staleness=K, steps_ahead=0)
             idx, kind, body = self._next_message(time.monotonic() + self.timeout_s, "a rollout group")
-            self._handle(idx, kind, body, step=step, shaping=shaping)
+            self._handle(idx, kind, body, step=step)
         faults.point("generation")
         batch, self.ready = self.ready[:B], self.ready[B:]
         for g in batch:  # recorded when trained (a checkpoint's out-standing prompts are not yet counted)
@@ -234,7 +233,7 @@ class AsyncRollouts:
         m |= {"async/version": float(trained_at), "async/ready_groups": float(len(self.ready)),
               "async/inflight_groups": float(len(self.pending)), "async/workers": float(len(self.live())),
               "async/version_lag": float(trained_at - min((w.version for w in self.live()), default=trained_at)),
-              "timing_s/wait_rollouts": t_wait, "timing_s/weight_sync": self.sync_s}
+              "timing_s/wait_rollouts": t_wait}
         m |= self._timing
         self._timing = {"timing_s/gen": 0.0, "timing_s/reward": 0.0}
         return StepExperience(batch, sampling, m)
@@ -280,7 +279,8 @@ class AsyncRollouts:
                     raise TimeoutError(f"no message from the rollout workers for rollout.async_timeout_s="
                                        f"{self.timeout_s} s while waiting for {what}") from None
 
-    def _handle(self, idx: int, kind: str, body, *, step: int, shaping: RewardShaping | None = None) -> None:
+    def _handle(self, idx: int, kind: str, body, *, step: int) -> None:
+        """One worker message; a group is shaped with the reward config at ``step`` (the step being collected)."""
         w = self.workers[idx]
         if kind == "group":
             w.outstanding = max(0, w.outstanding - 1)  # (a flush zeroed it: late answers)
@@ -289,9 +289,8 @@ class AsyncRollouts:
                 return
             comps = body["completions"]
             w.version = max(w.version, max((v for c in comps for v in (c.versions or ())), default=-1))
-            shaping = shaping or RewardShaping.from_config(self.cfg.reward, step)
             g, shaped = make_group(self.sampler.examples[p.example_index], comps, body["verdicts"],
-                                   sampling=p.sampling, shaping=shaping)
+                                   sampling=p.sampling, shaping=RewardShaping.from_config(self.cfg.reward, step))
             self.stats.add(g, shaped)
             self._timing["timing_s/gen"] += body["gen_s"]
             self._timing["timing_s/reward"] += body["score_s"]

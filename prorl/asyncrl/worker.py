@@ -28,7 +28,9 @@ from multiprocessing.connection import Client, Connection
 import torch
 
 from prorl.asyncrl import channel
+from prorl.data.dataset import Example
 from prorl.rollout.base import Completion, SamplingParams
+from prorl.trainer.rollout_step import verifier_item
 
 
 @dataclass
@@ -178,7 +180,6 @@ class RolloutWorker:
         self.cfg = new
 
     def _validate(self, body: dict) -> None:
-        from prorl.data.dataset import Example
         from prorl.trainer.evaluate import sample_and_score
 
         examples = [Example(row, ids) for ids, row in body["examples"]]
@@ -231,9 +232,6 @@ class RolloutWorker:
         if not done:
             return
         self.active = [a for a in self.active if a not in done]
-        from prorl.trainer.rollout_step import verifier_item
-        from prorl.data.dataset import Example
-
         items = [verifier_item(Example(a.item.row, a.item.prompt_ids),
                                self.tokenizer.decode(s.tokens, skip_special_tokens=True)) for a in done for s in a.seqs]
         t0 = time.perf_counter()
