@@ -17,11 +17,14 @@ seconds per step (median of steps 2..N, pooled over ``--rounds``), generated tok
 second, prorl's phases (``timing_s/*`` of its ``metrics.jsonl``), TRL's generate and no-grad
 log-prob time (timed by wrappers), and the ratio TRL / prorl.
 
-Precision (``--precision``), the same on both sides: ``fp32`` (the default) computes everything in
-float32 (TRL ``bf16=False``); ``bf16`` is mixed precision with float32 weights and optimizer: TRL's
-own default ``bf16=True`` (autocast in its training forward), prorl ``model.autocast=bfloat16`` plus
-bf16 rollouts (``rollout.dtype=bfloat16``: the engine's copy of the weights is bf16, as vLLM runs on
-GPUs). ``--prorl-set`` adds dotted overrides to prorl's arm only, to measure one change at a time.
+Precision (``--precision``): ``fp32`` (the default) computes everything in float32 on both sides
+(TRL ``bf16=False``; prorl ``model.autocast=none rollout.dtype=float32``); ``bf16`` is mixed precision
+with float32 weights and optimizer on both sides: TRL's own default ``bf16=True`` (autocast in its
+training forward), prorl ``model.autocast=bfloat16`` plus bf16 rollouts (``rollout.dtype=bfloat16``:
+the engine's copy of the weights is bf16, as vLLM runs on GPUs); ``default`` leaves each side on its
+own default (TRL ``bf16=True``; prorl ``auto``: bf16 where this CPU multiplies bf16 natively, AMX or
+AVX512-BF16, else fp32). With ``--prorl-plain`` and ``--precision default`` both arms run exactly as
+a user gets them. ``--prorl-set`` adds dotted overrides to prorl's arm only, to measure one change at a time.
 
 prorl's arm runs with its speed settings (:data:`PRORL_FAST`: per-layer ``torch.compile``, eager
 attention that inductor fuses, the padding-free update, and vLLM's compiled graphs); ``--prorl-plain``
@@ -32,7 +35,7 @@ which the medians skip (its time is printed).
 Usage::
 
     python benchmarks/vs_trl.py [--steps 8] [--rounds 1] [--interleave step|run] [--engine hf|vllm]
-                                [--precision fp32|bf16] [--prorl-set KEY=VALUE ...]
+                                [--precision fp32|bf16|default] [--prorl-set KEY=VALUE ...]
                                 [--prorl-python PY] [--trl-venv DIR] [--quick] [--only prorl|trl] [--json OUT]
 """
 
@@ -71,6 +74,10 @@ PRORL_PHASES = ("gen", "reward", "old_log_prob", "update_actor", "weight_sync")
 # prorl's speed settings for this setting (see the module docstring); measured one at a time in the README
 PRORL_FAST = ("actor.compile=true", "model.attn_implementation=eager", "actor.max_tokens_per_micro_batch=65536")
 PRORL_FAST_VLLM = ("rollout.enforce_eager=false",)
+# --precision: prorl's overrides (``default``: none, prorl's ``auto``) and whether TRL runs with bf16=True
+PRECISION_OVERRIDES = {"fp32": ("model.autocast=none", "rollout.dtype=float32"),
+                       "bf16": ("model.autocast=bfloat16", "rollout.dtype=bfloat16"), "default": ()}
+TRL_BF16 = {"fp32": False, "bf16": True, "default": True}  # TRL's GRPOConfig default is bf16=True
 
 
 class Gate:
@@ -212,7 +219,7 @@ def prorl_overrides(setting: Setting, *, model_dir: Path, data: Path, run_dir: P
         f"trainer.total_steps={steps}", "trainer.save_every=0", "trainer.max_minutes=0", f"trainer.seed={s.seed}",
         f"trainer.threads={s.threads}", "trainer.tensorboard=false", "trainer.progress_bar=false",
         "trainer.device=cpu", f"trainer.run_dir={run_dir}",
-        *(["model.autocast=bfloat16", "rollout.dtype=bfloat16"] if precision == "bf16" else []),
+        *PRECISION_OVERRIDES[precision],
         *((PRORL_FAST + (PRORL_FAST_VLLM if engine == "vllm" else ())) if fast else ()),
         *extra,
     ]
@@ -301,7 +308,7 @@ def trl_worker(spec: dict, gate: Gate | None = None) -> dict:
         max_completion_length=s.max_new_tokens, temperature=s.temperature, top_p=1.0, top_k=0, beta=s.beta,
         epsilon=s.eps_low, epsilon_high=s.eps_high, loss_type="dapo", scale_rewards="group", learning_rate=s.lr,
         lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, seed=s.seed, use_cpu=True,
-        bf16=spec.get("precision", "fp32") == "bf16",
+        bf16=TRL_BF16[spec.get("precision", "fp32")],
         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
         log_completions=False)
     times: list[float] = []
@@ -503,11 +510,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--interleave", choices=("step", "run"), default="step",
                     help="step: both arms alive, one step each in turn; run: whole runs in turn")
     ap.add_argument("--engine", default="hf", choices=("hf", "vllm"), help="prorl's rollout engine")
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+    ap.add_argument("--precision", default="fp32", choices=tuple(PRECISION_OVERRIDES),
                     help="both arms: fp32 everywhere, or bf16 mixed precision (TRL bf16=True; prorl model.autocast and "
-                         "rollout.dtype bfloat16)")
+                         "rollout.dtype bfloat16), or default: each on its own default (TRL bf16=True, prorl auto)")
     ap.add_argument("--prorl-plain", action="store_true",
-                    help="prorl on its default settings, without PRORL_FAST (compile, eager attention, packing)")
+                    help="prorl on its default settings, without PRORL_FAST (compile, eager attention, a larger packing budget)")
     ap.add_argument("--prorl-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra dotted override for prorl's arm (repeatable)")
     ap.add_argument("--prorl-python", default=sys.executable, help="interpreter of prorl's arm (e.g. a venv with vllm)")

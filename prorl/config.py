@@ -40,10 +40,12 @@ class ModelConfig:
                                          "(transformers' default, sdpa) | sdpa | eager | flash_attention_2 | flex_attention. "
                                          "With actor.compile on CPU, eager lets inductor fuse the attention (a 1.35x faster "
                                          "forward + backward measured on a small model); the rollout engines keep their own")
-    autocast: str = f("none", "mixed precision by torch.autocast: the actor's forward passes (policy and reference log-probs, "
+    autocast: str = f("auto", "mixed precision by torch.autocast: the actor's forward passes (policy and reference log-probs, "
                               "the update) compute in this dtype while weights, gradients and AdamW stay in model.dtype "
-                              "(float32); bfloat16 uses AMX on recent Xeon CPUs and tensor cores on GPUs without FSDP2",
-                      choices=("none", "bfloat16"))
+                              "(float32). auto = bfloat16 where bf16 is native (GPUs; CPUs with AMX or AVX512-BF16), as "
+                              "verl's and TRL's defaults, none elsewhere and under torchrun on GPUs (FSDP2 mixed precision "
+                              "computes in bf16 there); none = model.dtype throughout",
+                      choices=("auto", "none", "bfloat16"))
 
 
 @dataclass
@@ -71,10 +73,11 @@ class RolloutConfig:
     top_p: float = f(1.0, "nucleus sampling for training rollouts")
     max_response_length: int = f(8192, "max new tokens per response; longer ones are truncated")
     max_batch_size: int = f(256, "sequences per generate call (hf engine)")
-    dtype: str = f("auto", "the rollout engine's weight dtype: auto (= model.dtype) | float32 | bfloat16 | float16. bf16 "
-                           "rollouts from an fp32 trainer are the usual GPU setup (and use AMX on recent Xeon CPUs); the "
-                           "trainer/engine mismatch this brings is measured (rollout_corr/, vllm) and corrected by "
-                           "algo.rollout_correction", choices=("auto", "float32", "bfloat16", "float16"))
+    dtype: str = f("auto", "the rollout engine's weight dtype: auto (bfloat16 when the actor computes in bf16, see "
+                           "model.autocast, else model.dtype) | float32 | bfloat16 | float16. bf16 rollouts from an fp32 "
+                           "trainer are the usual GPU setup (and use AMX on recent Xeon CPUs); the trainer/engine "
+                           "mismatch this brings is measured (rollout_corr/) and corrected by algo.rollout_correction",
+                  choices=("auto", "float32", "bfloat16", "float16"))
     hf_cache: str = f("dynamic", "hf engine KV cache: dynamic (grows per token) | static (preallocated to the length limit; faster per token on CPU)", choices=("dynamic", "static"))
     gpu_memory_utilization: float = f(0.5, "vllm on GPU: fraction of GPU memory vLLM may take (weights + KV cache); the "
                                       "rest stays for training, which runs in the same process")
@@ -184,9 +187,11 @@ class ActorConfig:
     train_batch_size: int = f(256, "prompts per training step (after dynamic-sampling filtering)")
     ppo_mini_batch_size: int = f(64, "prompts per optimizer update; train_batch_size / this = updates per step")
     ppo_epochs: int = f(1, "passes over each step's batch")
-    micro_batch_size: int = f(64, "sequences per forward/backward (gradient accumulation); used when max_tokens_per_micro_batch is 0")
-    max_tokens_per_micro_batch: int = f(0, "padding-free update: micro-batches hold at most this many tokens (prompt + response, "
-                                        "packed without padding; a longer sequence runs alone); 0 = micro_batch_size sequences, padded")
+    micro_batch_size: int = f(64, "sequences per forward/backward (gradient accumulation) of the padded update "
+                                 "(actor.max_tokens_per_micro_batch=0)")
+    max_tokens_per_micro_batch: int = f(16384, "padding-free update: micro-batches hold at most this many tokens (prompt + "
+                                        "response, packed without padding; a longer sequence runs alone), as verl's "
+                                        "ppo_max_token_len_per_gpu; 0 = micro_batch_size sequences, padded")
     max_tokens_per_row: int = f(0, "padding-free update: tokens per packed row (0 = auto: one row per micro-batch with "
                                 "flash-attention varlen, the micro-batch's longest sequence with sdpa/eager, whose attention "
                                 "cost grows with the square of the row)")
@@ -418,7 +423,7 @@ def validate(cfg: Config, *, whole_run: bool = True) -> None:
         (t.ppo_kl_coef >= 0, "algo.ppo_kl_coef (kl_cov) must be >= 0"),
         (0 <= t.entropy_top_fraction <= 1, "algo.entropy_top_fraction must be in [0, 1] (0 or 1 = every token)"),
         (r.max_batch_size >= 1, "rollout.max_batch_size must be >= 1"),
-        (cfg.model.autocast == "none" or cfg.model.dtype == "float32",
+        (cfg.model.autocast in ("none", "auto") or cfg.model.dtype == "float32",
          f"model.autocast={cfg.model.autocast} keeps float32 weights and computes in {cfg.model.autocast}; with "
          f"model.dtype={cfg.model.dtype} the weights are already low precision: set model.dtype=float32 or model.autocast=none"),
         (a.lr > 0, "actor.lr must be > 0"),

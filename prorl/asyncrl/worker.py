@@ -68,6 +68,7 @@ class RolloutWorker:
         from prorl.models.policy import load_tokenizer
         from prorl.rewards.scorer import RewardScorer
         from prorl.rollout import make_engine
+        from prorl.trainer.precision import engine_dtype
 
         self.conn, self.index = conn, hello["index"]
         torch.set_num_threads(hello["threads"])
@@ -76,7 +77,7 @@ class RolloutWorker:
         self.tokenizer = tok = load_tokenizer(hello["model_path"])
         self.device = hello["device"]
         self.engine = make_engine(cfg.rollout, hello["model_path"], eos_token_id=tok.eos_token_id,
-                                  pad_token_id=tok.pad_token_id, dtype=cfg.model.dtype, device=self.device,
+                                  pad_token_id=tok.pad_token_id, dtype=engine_dtype(cfg, self.device), device=self.device,
                                   seed=hello["seed"], report_logprobs=True)
         self.scorer = RewardScorer.from_config(cfg.reward)
         self.meta, self.timeout_s = hello["meta"], hello["timeout_s"]

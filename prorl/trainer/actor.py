@@ -30,6 +30,7 @@ from prorl.models.packing import (default_row_tokens, pack_padded, pack_sequence
                                   token_budget_micro_batches)
 from prorl.models.policy import response_logprobs
 from prorl.trainer import distributed as D
+from prorl.trainer.precision import autocast_dtype
 from prorl.trainer.weights import build_weights
 
 
@@ -141,10 +142,12 @@ class Actor:
             return self._forward_inner(model, seqs, idx, temperature=temperature, with_entropy=with_entropy)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        """``model.autocast``: the forward in bf16 over fp32 weights (the backward follows its dtypes)."""
-        if self.cfg.model.autocast == "none":
+        """``model.autocast`` (``auto`` resolved by :func:`autocast_dtype`): the forward in bf16 over
+        fp32 weights (the backward follows its dtypes)."""
+        dtype = autocast_dtype(self.cfg.model, self.world.device, self.world.distributed)
+        if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(torch.device(self.world.device).type, dtype=getattr(torch, self.cfg.model.autocast))
+        return torch.autocast(torch.device(self.world.device).type, dtype=dtype)
 
     def _forward_inner(self, model: torch.nn.Module, seqs: PaddedBatch, idx: torch.Tensor | None, *,
                        temperature: float, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

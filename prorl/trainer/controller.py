@@ -36,6 +36,7 @@ from prorl.trainer.actor import Actor
 from prorl.trainer.batch import empty_train_batch, make_train_batch
 from prorl.trainer.evaluate import summarise_records, usable_for_watchdog, validation_metrics
 from prorl.trainer.metrics import MetricsLogger, NullLogger, reduce_rank_metrics
+from prorl.trainer.precision import describe as describe_precision
 from prorl.trainer.rollouts import make_rollouts
 from prorl.trainer.setup import ManualControls, check_run_dir, load_dataset_rows, prepare_run_dir, resolve_model_path
 from prorl.trainer.state import RunState, StageSchedule
@@ -99,6 +100,7 @@ class Trainer:
         self.log(f"tensorboard: tensorboard --logdir {(run_dir / 'tensorboard').resolve()}")
         self.log(f"train prompts: {len(train_ex)}, val prompts: {len(self.val_examples)}, dropped over-long: {d1 + d2}, "
                  f"processes: {world.world_size}" + (f", resuming from {latest.name}" if latest else ""))
+        self.log(describe_precision(cfg, world.device, world.distributed))
         self.results: dict = {}  # the latest validation
         self._stop_reason: str | None = None
         self._t_start = time.perf_counter()

@@ -20,6 +20,7 @@ from prorl.rewards.scorer import RewardScorer
 from prorl.rollout import make_engine
 from prorl.trainer import distributed as D
 from prorl.trainer.evaluate import sample_and_score
+from prorl.trainer.precision import engine_dtype
 from prorl.trainer.rollout_step import RewardShaping, SamplingParams, StepExperience, collect
 
 
@@ -30,7 +31,8 @@ class SyncRollouts:
                  weights: Callable[[], Iterable], seed: int):
         self.cfg, self.tokenizer, self.sampler, self.world = cfg, tokenizer, sampler, world
         self.engine = make_engine(cfg.rollout, model_path, eos_token_id=tokenizer.eos_token_id,
-                                  pad_token_id=tokenizer.pad_token_id, dtype=cfg.model.dtype, device=world.device,
+                                  pad_token_id=tokenizer.pad_token_id, device=world.device,
+                                  dtype=engine_dtype(cfg, world.device, world.distributed),
                                   seed=seed)
         self.engine.load_weights(weights())
         self.scorer = RewardScorer.from_config(cfg.reward)

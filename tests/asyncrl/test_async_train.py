@@ -54,7 +54,8 @@ def test_on_policy_k0_trains_only_samples_of_the_current_weights(tmp_path):
     """K = 0: every trained token comes from the weights it is trained at. The workers' sampling
     log-probs (fp32, the same weights) then equal the trainer's: a mismatch would mean a sample of
     another version slipped through, or weights that did not arrive."""
-    r = train(tmp_path, "rollout.max_staleness=0", "rollout.async_segment_tokens=5", "trainer.total_steps=4")
+    r = train(tmp_path, "model.autocast=none", "rollout.max_staleness=0", "rollout.async_segment_tokens=5",
+              "trainer.total_steps=4")  # fp32 on both sides (the default computes in bf16 where native)
     assert r.returncode == 0, r.stderr[-3000:]
     ms = train_metrics(tmp_path)
     assert [m["step"] for m in ms] == [1, 2, 3, 4]

@@ -63,7 +63,9 @@ def test_precision_and_speed_settings_reach_prorls_config(vs_trl, quick_assets, 
     kw = dict(model_dir=model_dir, data=data, run_dir=tmp_path, steps=5)
     plain = vs_trl.prorl_config(s, engine="vllm", **kw)
     assert (plain.model.autocast, plain.rollout.dtype, plain.actor.compile, plain.rollout.enforce_eager) == \
-        ("none", "auto", False, True)
+        ("none", "float32", False, True)
+    default = vs_trl.prorl_config(s, engine="vllm", precision="default", **kw)  # prorl's own default: auto
+    assert (default.model.autocast, default.rollout.dtype) == ("auto", "auto") and vs_trl.TRL_BF16["default"]
     fast = vs_trl.prorl_config(s, engine="vllm", precision="bf16", fast=True, extra=["actor.compile=false"], **kw)
     assert (fast.model.dtype, fast.model.autocast, fast.rollout.dtype) == ("float32", "bfloat16", "bfloat16")
     assert fast.model.attn_implementation == "eager" and fast.actor.max_tokens_per_micro_batch > 0

@@ -26,6 +26,7 @@ from prorl.models.packing import (
 from prorl.models.policy import BUILTIN_TINY, entropy_from_logits, position_ids_from_mask, response_logprobs
 from prorl.trainer.actor import Actor
 from prorl.trainer.distributed import World
+from tests.trainer.test_actor import EXACT
 
 PROMPT_LENS = [3, 40, 7, 25, 12, 5, 30, 2, 9]
 RESPONSE_LENS = [200, 1, 57, 3, 128, 0, 15, 90, 6]  # very different lengths, one empty
@@ -42,7 +43,7 @@ def batch(policy):
 
 def make_actor(*overrides: str) -> Actor:
     """An Actor on the shipped tiny warm start (no reference), built as training builds it."""
-    cfg = load_config(None, ["trainer.threads=1", *overrides])
+    cfg = load_config(None, ["trainer.threads=1", *EXACT, *overrides])
     return Actor(cfg, World(), model_path=str(BUILTIN_TINY), needs_reference=False)
 
 

@@ -20,7 +20,7 @@ from prorl.trainer.actor import Actor, TrainBatch
 
 def main(checkpoint: str, out: str, optimizer: str, packed: bool) -> None:
     world = D.init_world("cpu", threads=1)
-    cfg = load_config(None, ["algo.kl_coef=0.5", "algo.entropy_coef=0.01", "actor.lr=1e-3", "actor.micro_batch_size=3",
+    cfg = load_config(None, ["model.autocast=none", "algo.kl_coef=0.5", "algo.entropy_coef=0.01", "actor.lr=1e-3", "actor.micro_batch_size=3",
                              "actor.ppo_mini_batch_size=4", "actor.grad_clip=0.5", "algo.loss_agg_mode=token-mean",
                              f"actor.max_tokens_per_micro_batch={40 if packed else 0}"])
     actor = Actor(cfg, world, model_path=checkpoint, needs_reference=True, checkpoint=Path(checkpoint))

@@ -16,8 +16,13 @@ from prorl.trainer.distributed import World
 from prorl.trainer.setup import BUILTIN_TINY
 
 
+# the numerics tests compare update paths exactly: fp32 throughout and the padded update unless a
+# test asks for another (the defaults pack and, where bf16 is native, autocast: tests/trainer/test_precision.py)
+EXACT = ("model.autocast=none", "actor.max_tokens_per_micro_batch=0")
+
+
 def make_actor(*overrides: str, reference: bool = True) -> Actor:
-    cfg = load_config(None, ["trainer.threads=1", *overrides])
+    cfg = load_config(None, ["trainer.threads=1", *EXACT, *overrides])
     return Actor(cfg, World(), model_path=str(BUILTIN_TINY), needs_reference=reference)
 
 

@@ -156,7 +156,9 @@ def test_every_rollout_samples_from_the_policy_the_actor_then_updates(tmp_path, 
     monkeypatch.setattr(loop, "make_engine", spy_engine)
     monkeypatch.setattr(Actor, "update", spy_update)
     # step 3 runs at 300x the learning rate (validation collapses), so step 4 rolls back to step 2 or earlier
-    _train(tmp_path, "reset.steps=[4]", "reset.rollback_to_best=true", "validation.every=1", "trainer.save_every=1",
+    # fp32 engine (model.autocast=none: rollout.dtype auto = model.dtype): its weights equal the actor's bit for bit
+    _train(tmp_path, "model.autocast=none", "reset.steps=[4]", "reset.rollback_to_best=true", "validation.every=1",
+           "trainer.save_every=1",
            "trainer.total_steps=5", "algo.dynamic_sampling=false",
            "stages=[{name: a, until_step: 2}, {name: broken, until_step: 3, overrides: {actor.lr: 0.3}}, {name: c}]")
     (reset,) = [e for e in _events(tmp_path) if e["type"] == "reset"]

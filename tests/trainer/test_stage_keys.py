@@ -26,11 +26,11 @@ BASE = [
 ]
 # keys read only under a setting the first run does not use, and the run that uses it
 CONDITIONAL = {
-    "algo.cispo_eps_max": "packed",  # read by the cispo loss only
-    "actor.max_tokens_per_row": "packed", "actor.logprob_chunk_tokens": "packed", "actor.fp32_lm_head": "packed",
-    # the fixed-threshold reset rules and the opt-in entropy trigger (the packed run selects them)
-    "reset.kl_factor": "packed", "reset.val_patience": "packed", "reset.entropy_window": "packed",
-    "reset.entropy_recent": "packed", "reset.entropy_drop": "packed", "reset.entropy_z": "packed",
+    "algo.cispo_eps_max": "padded",  # read by the cispo loss only
+    "actor.micro_batch_size": "padded",  # the padded update only (the default packs)
+    # the fixed-threshold reset rules and the opt-in entropy trigger (the padded run selects them)
+    "reset.kl_factor": "padded", "reset.val_patience": "padded", "reset.entropy_window": "padded",
+    "reset.entropy_recent": "padded", "reset.entropy_drop": "padded", "reset.entropy_z": "padded",
     # read by their loss / estimator only, the scope only with the entropy mask on
     **dict.fromkeys(["algo.passk_k", "algo.clip_cov_ratio", "algo.clip_cov_lb", "algo.clip_cov_ub",
                      "algo.entropy_mask_scope"], "passk_clip_cov"),
@@ -38,9 +38,9 @@ CONDITIONAL = {
     # asynchronous rollouts only (the segment length reaches the workers with each stage's config)
     **dict.fromkeys(["rollout.max_staleness", "rollout.async_segment_tokens"], "async"),
 }
-PACKED = ["algo.policy_loss=cispo", "actor.max_tokens_per_micro_batch=64", "reset.kl_test=factor",
+PADDED = ["algo.policy_loss=cispo", "actor.max_tokens_per_micro_batch=0", "reset.kl_test=factor",
           "reset.val_test=margin", "reset.triggers=[kl_spike, val_degradation, val_plateau, entropy_collapse]"]
-RUNS = {"packed": PACKED,
+RUNS = {"padded": PADDED,
         "passk_clip_cov": ["algo.adv_estimator=passk", "algo.passk_k=2", "algo.policy_loss=clip_cov",
                            "algo.entropy_top_fraction=0.2"],
         "w_reinforce_kl_cov": ["algo.adv_estimator=w_reinforce", "algo.policy_loss=kl_cov"],
