@@ -168,13 +168,13 @@ class AlgoConfig:
                                 "tis (token weight min(ratio, rollout_corr_tis_cap)) | mis_token (ICE-POP: drop tokens whose "
                                 "ratio leaves [rollout_corr_low, rollout_corr_high]) | mis_seq (drop whole sequences by "
                                 "their ratio product) | geo_seq (drop sequences by their geometric-mean ratio; use tight "
-                                "bounds such as [0.99, 1.01]); ratio = pi_train / pi_rollout; needs rollout.engine=vllm",
+                                "bounds such as [0.99, 1.01]); ratio = pi_train / pi_rollout (both engines report pi_rollout)",
                                 choices=("none", "tis", "mis_token", "mis_seq", "geo_seq"))
     rollout_corr_tis_cap: float = f(2.0, "tis: the cap C of the token importance weight")
     rollout_corr_low: float = f(0.5, "mis_token / mis_seq / geo_seq: lowest kept ratio (ICE-POP: 0.5)")
     rollout_corr_high: float = f(5.0, "mis_token / mis_seq / geo_seq: highest kept ratio (ICE-POP: 5)")
     use_rollout_logprobs_as_old: bool = f(False, "use the engine's sampling log-probs as the old log-probs of the PPO "
-                                          "ratio (skips the trainer's old-log-prob pass); needs rollout.engine=vllm")
+                                          "ratio (skips the trainer's old-log-prob pass)")
 
 
 @dataclass
@@ -394,9 +394,6 @@ def validate(cfg: Config, *, whole_run: bool = True) -> None:
          f"A < 0 tokens at -A * clip_ratio_c; verl requires > 1), or none to turn it off; got {t.clip_ratio_c}"),
         (t.kl_coef >= 0, "algo.kl_coef must be >= 0"),
         (t.max_gen_rounds >= 1, "algo.max_gen_rounds must be >= 1"),
-        (r.engine == "vllm" or r.mode == "async" or (t.rollout_correction == "none" and not t.use_rollout_logprobs_as_old),
-         "algo.rollout_correction and algo.use_rollout_logprobs_as_old need the engine's sampling log-probs: "
-         "set rollout.engine=vllm (or rollout.mode=async, whose workers report them with either engine)"),
         (r.max_staleness >= 0, "rollout.max_staleness must be >= 0 (0 = on-policy)"),
         (r.async_workers >= 0 and r.async_remote_workers >= 0
          and (r.mode == "sync" or r.async_workers + r.async_remote_workers >= 1),

@@ -33,6 +33,7 @@ class SyncRollouts:
         self.engine = make_engine(cfg.rollout, model_path, eos_token_id=tokenizer.eos_token_id,
                                   pad_token_id=tokenizer.pad_token_id, device=world.device,
                                   dtype=engine_dtype(cfg, world.device, world.distributed),
+                                  report_logprobs=True,  # rollout_corr/ metrics (and corrections) with either engine
                                   seed=seed)
         self.engine.load_weights(weights())
         self.scorer = RewardScorer.from_config(cfg.reward)

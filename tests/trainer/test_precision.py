@@ -85,3 +85,17 @@ def test_describe_names_what_auto_became(native):
     native(False)
     line = precision.describe(load_config(None, []), "cpu")
     assert "actor computes in float32" in line and "rollouts in float32" in line
+
+
+@pytest.mark.parametrize("autocast", ["none", "bfloat16"])
+def test_sync_rollouts_log_the_trainer_engine_mismatch(tmp_path, autocast):
+    """The hf engine reports its sampling log-probs in sync mode too: rollout_corr/ metrics are logged;
+    fp32 on both sides agrees to float noise, bf16 rollouts and compute show their mismatch."""
+    from tests.trainer.test_controls import _train
+
+    ms = [m for m in _train(tmp_path, f"model.autocast={autocast}", "trainer.total_steps=2", "validation.every=0",
+                            "algo.dynamic_sampling=false") if "timing_s/step" in m]
+    assert len(ms) == 2
+    for m in ms:
+        diff = m["rollout_corr/abs_logp_diff_max"]
+        assert (diff < 1e-4) if autocast == "none" else (diff > 1e-3), diff

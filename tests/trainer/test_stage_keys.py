@@ -45,8 +45,8 @@ RUNS = {"padded": PADDED,
                            "algo.entropy_top_fraction=0.2"],
         "w_reinforce_kl_cov": ["algo.adv_estimator=w_reinforce", "algo.policy_loss=kl_cov"],
         "async": ["rollout.mode=async", "rollout.max_staleness=1", "rollout.async_segment_tokens=4"]}
-# read only with the engine's sampling log-probs (config validation refuses them with the hf engine): -m vllm
-VLLM_ONLY = {"algo.rollout_correction", "algo.rollout_corr_tis_cap", "algo.rollout_corr_low", "algo.rollout_corr_high"}
+# read with the engine's sampling log-probs (both engines report them); also checked with vLLM (-m vllm)
+CORRECTION_KEYS = {"algo.rollout_correction", "algo.rollout_corr_tis_cap", "algo.rollout_corr_low", "algo.rollout_corr_high"}
 
 
 def _leaf_keys() -> list[str]:
@@ -108,7 +108,7 @@ def test_every_key_is_refused_by_a_stage_or_read_from_the_stage_config(tmp_path,
         read_in[name], stale = _after_stage_b(_record_run(tmp_path / name, monkeypatch, *extra))
         assert not stale, f"{name}: read from an earlier stage's config after stage b began: {sorted(stale)}"
     fixed = fixed_keys()
-    unread = [k for k in _leaf_keys() if k not in fixed and k not in VLLM_ONLY and k not in current
+    unread = [k for k in _leaf_keys() if k not in fixed and k not in current
               and not (k in CONDITIONAL and k in read_in[CONDITIONAL[k]])]
     assert not unread, f"a stage may override these, but nothing reads them once it has begun: {unread}"
 
@@ -131,10 +131,8 @@ def test_every_other_key_is_accepted_in_a_stage():
         if key.startswith("stages") or key in fixed:
             continue
         cfg = load_config(None, ["stages=[{name: a, until_step: 2}, {name: b, overrides: {%s: %s}}]" % (key, default)],
-                          preset=False) \
-            if key not in VLLM_ONLY else None
-        if cfg is not None:
-            check_stage_overrides(cfg)
+                          preset=False)
+        check_stage_overrides(cfg)
 
 
 def test_unknown_stage_key_names_the_nearest():
@@ -158,9 +156,9 @@ def test_fixed_keys_are_declared_by_their_readers():
 
 @pytest.mark.vllm
 def test_mismatch_correction_keys_are_read_from_the_stage_config(tmp_path, monkeypatch):
-    """The keys only the vLLM engine's sampling log-probs use, with the real engine."""
+    """The keys the engine's sampling log-probs feed, with the real vLLM engine."""
     pytest.importorskip("vllm")
     current, stale = _after_stage_b(_record_run(tmp_path, monkeypatch, "rollout.engine=vllm", "rollout.cpu_kv_cache_gib=0.25",
                                                 "algo.rollout_correction=tis"))
     assert not stale, f"read from an earlier stage's config after stage b began: {sorted(stale)}"
-    assert VLLM_ONLY <= current, sorted(VLLM_ONLY - current)
+    assert CORRECTION_KEYS <= current, sorted(CORRECTION_KEYS - current)
