@@ -207,7 +207,10 @@ def cpu_step_prediction(s: Shape, st: StepSetting) -> dict[str, float]:
     - generate: the decode batch's fp32 logits and the sampler's processed log-probs, ~3 x seqs x V x 4;
     - reference log-probs (no grad, chunked head): the running layer's MLP and attention tensors
       T x (4H + 3I) x dt plus one chunk's fp32 logits and log-softmax 8 x chunk x V; under FSDP2
-      the unsharded root (embedding, 4VH) and two gathered layers;
+      the unsharded root (embedding, 4VH) and two gathered layers. FSDP2 does not reshard the root
+      after a forward (``reshard_after_forward`` is False for the root: the backward usually
+      follows), and the reference never runs a backward, so its gathered root (4VH) stays resident
+      from then on;
     - update: the larger of (a) backward start: activations (checkpointing: each layer's input) and
       the chunked LM head's transient (:func:`activation_bytes`, :func:`head_bytes`), under FSDP2 the
       unsharded root, two layers and one layer's unsharded gradient; (b) with ``model.autocast``,
@@ -256,6 +259,10 @@ def cpu_step_prediction(s: Shape, st: StepSetting) -> dict[str, float]:
     out["phase_generate"] = resident + gen
     resident += late_ref
     out["phase_reference"] = resident + ref
+    # FSDP2 leaves the root module's parameters unsharded after its forward (it expects the
+    # backward next); the reference never runs one, so its root (the embedding) stays gathered
+    out["ref_root_unsharded"] = 4 * (V * H + H) if W > 1 and terms["ref_copy"] else 0.0
+    resident += out["ref_root_unsharded"]
     out["phase_update"] = resident + max(bwd_start, fwd_end, opt)
     out["phase_weight_sync"] = resident + terms["grads"] + terms["adamw"] + sync
     out["peak"] = max(out[f"phase_{k}"] for k in ("generate", "reference", "update", "weight_sync"))
