@@ -9,6 +9,10 @@
    memory (Linux VmHWM, reset before the step, glibc forced to mmap large blocks so that freed
    memory leaves the process) of one forward + backward + AdamW step, above what was resident
    before it (parameters and AdamW states), next to the prediction.
+3. ``cpu_step_prediction``: the whole process's peak RSS in each phase of a prorl step on CPU
+   (vLLM, reference, update, weight sync; per rank under FSDP2), checked by
+   ``benchmarks/bench_real_size.py`` on the Qwen2.5-0.5B shape (its own assumptions are in its
+   docstring).
 
 Assumptions (FSDP2 ``fully_shard`` on every decoder layer and on the root, ``MixedPrecisionPolicy(
 param_dtype=bf16, reduce_dtype=fp32)``):
