@@ -88,7 +88,8 @@ def worker(model: str, rank: int, threads: int, repeats: int) -> dict:
     lr = "1e-3" if rank else "1e-5"
     cfg = load_config(None, [f"model.path={path}", f"trainer.threads={threads}", "algo.kl_coef=1e-4",
                              "actor.train_batch_size=16", f"actor.ppo_mini_batch_size={spec['groups']}",
-                             "actor.micro_batch_size=128", f"actor.lr={lr}", f"actor.lora_rank={rank}"], preset=False)
+                             "actor.micro_batch_size=128", f"actor.lr={lr}", f"actor.lora_rank={rank}",
+                             "model.autocast=none", "actor.max_tokens_per_micro_batch=0"], preset=False)  # as measured
     torch.manual_seed(0)
     t0 = time.perf_counter()
     actor = Actor(cfg, World(), model_path=str(path), needs_reference=True)

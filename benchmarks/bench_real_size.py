@@ -20,7 +20,8 @@ peak RSS (VmHWM) is reset to its current RSS (``/proc/self/clear_refs``), at its
 is told to mmap blocks over 64 KiB (``MALLOC_MMAP_THRESHOLD_``) so freed tensors leave the process.
 After the step a greedy probe checks the sync: the engine's log-probs must match the trainer's.
 
-Arms: ``fp32`` (one process); ``bf16`` (``model.autocast=bfloat16``); ``fsdp2`` (2 processes,
+Arms (each sets its precision: prorl's ``auto`` default depends on the CPU): ``fp32`` (one process);
+``bf16`` (``model.autocast=bfloat16``, the engine in fp32); ``fsdp2`` (2 processes,
 torchrun, gloo, FSDP2, 1 thread each; the engines in bf16, ``rollout.dtype=bfloat16``, so that two
 ranks with a whole engine each fit the machine); ``lora`` (``actor.lora_rank=32``).
 """
@@ -43,11 +44,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import memory_model as mm  # noqa: E402
 
+# precision explicit in every arm (prorl's default, auto, depends on the CPU: bf16 where it is native)
 ARMS: dict[str, dict] = {
-    "fp32": dict(world=1, overrides=[]),
-    "bf16": dict(world=1, overrides=["model.autocast=bfloat16"]),
-    "fsdp2": dict(world=2, overrides=["rollout.dtype=bfloat16"]),
-    "lora": dict(world=1, overrides=["actor.lora_rank=32", "actor.lora_alpha=64"]),
+    "fp32": dict(world=1, overrides=["model.autocast=none", "rollout.dtype=float32"]),
+    "bf16": dict(world=1, overrides=["model.autocast=bfloat16", "rollout.dtype=float32"]),
+    "fsdp2": dict(world=2, overrides=["model.autocast=none", "rollout.dtype=bfloat16"]),
+    "lora": dict(world=1, overrides=["model.autocast=none", "rollout.dtype=float32", "actor.lora_rank=32",
+                                      "actor.lora_alpha=64"]),
 }
 PHASES = ("generate", "reference", "update", "weight_sync")
 
@@ -139,6 +142,7 @@ def worker(args: argparse.Namespace) -> None:
     from prorl.config import load_config
     from prorl.models.packing import token_budget_micro_batches
     from prorl.trainer.controller import Trainer
+    from prorl.trainer.precision import autocast_dtype, engine_dtype
     from gpu_check import trainer_vs_engine
 
     torch.set_num_threads(1)
@@ -187,9 +191,11 @@ def worker(args: argparse.Namespace) -> None:
     lora_params = sum(p.numel() for p in actor.weights.trainable_parameters()) if cfg.actor.lora_rank else 0
     setting = mm.StepSetting(micro_tokens=seen["micro_tokens"], micro_response=seen["micro_response"], gen_seqs=n_seq,
                              kv_cache_bytes=cfg.rollout.cpu_kv_cache_gib * 2**30,
-                             engine_bytes=2 if cfg.rollout.dtype == "bfloat16" else 4, world=world.world_size,
+                             engine_bytes=2 if engine_dtype(cfg, world.device, world.distributed) == "bfloat16" else 4,
+                             world=world.world_size,
                              checkpointing=cfg.model.gradient_checkpointing, chunk=cfg.actor.logprob_chunk_tokens,
-                             autocast=cfg.model.autocast != "none", reference=actor.has_reference,
+                             autocast=autocast_dtype(cfg.model, world.device, world.distributed) is not None,
+                             reference=actor.has_reference,
                              lora_params=lora_params)
     result = {"arm": arm, "rank": rank, "world": world.world_size, "layers": args.layers, "build_s": build_s,
               "step_s": step_s, "startup_peak_rss": startup_peak, "phases": ph, "batch": seen,

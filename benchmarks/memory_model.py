@@ -213,8 +213,9 @@ def cpu_step_prediction(s: Shape, st: StepSetting) -> dict[str, float]:
       T x (4H + 3I) x dt plus one chunk's fp32 logits and log-softmax 8 x chunk x V; under FSDP2
       the unsharded root (embedding, 4VH) and two gathered layers. FSDP2 does not reshard the root
       after a forward (``reshard_after_forward`` is False for the root: the backward usually
-      follows), and the reference never runs a backward, so its gathered root (4VH) stays resident
-      from then on;
+      follows) and the reference never runs a backward, so prorl reshards it after its pass
+      (``FullWeights.reference``; before that fix its gathered root, 4VH, stayed resident for the
+      rest of the step, measured);
     - update: the larger of (a) backward start: activations (checkpointing: each layer's input) and
       the chunked LM head's transient (:func:`activation_bytes`, :func:`head_bytes`), under FSDP2 the
       unsharded root, two layers and one layer's unsharded gradient; (b) with ``model.autocast``,
@@ -263,10 +264,6 @@ def cpu_step_prediction(s: Shape, st: StepSetting) -> dict[str, float]:
     out["phase_generate"] = resident + gen
     resident += late_ref
     out["phase_reference"] = resident + ref
-    # FSDP2 leaves the root module's parameters unsharded after its forward (it expects the
-    # backward next); the reference never runs one, so its root (the embedding) stays gathered
-    out["ref_root_unsharded"] = 4 * (V * H + H) if W > 1 and terms["ref_copy"] else 0.0
-    resident += out["ref_root_unsharded"]
     out["phase_update"] = resident + max(bwd_start, fwd_end, opt)
     out["phase_weight_sync"] = resident + terms["grads"] + terms["adamw"] + sync
     out["peak"] = max(out[f"phase_{k}"] for k in ("generate", "reference", "update", "weight_sync"))

@@ -93,7 +93,14 @@ class FullWeights:
     def reference(self) -> Iterator[torch.nn.Module]:
         if self._reference is None:
             raise RuntimeError("no reference model: no stage uses a KL penalty")
-        yield self._reference
+        try:
+            yield self._reference
+        finally:
+            # FSDP2 leaves the root's parameters (the embedding / LM head) gathered after a forward,
+            # for the backward it expects; the reference never runs one, so shard them again
+            reshard = getattr(self._reference, "reshard", None)
+            if reshard is not None:
+                reshard()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.policy.parameters())
