@@ -36,6 +36,11 @@ def main(checkpoint: str, out: str, optimizer: str, packed: bool) -> None:
         actor.optimizer = torch.optim.SGD(actor.model.parameters(), lr=0.1)
     for _ in range(2 if optimizer == "sgd" else 1):
         metrics = actor.update(batch, rng=random.Random(0))
+    if world.distributed:  # the reference ran its pass (no backward): every parameter sharded again
+        from torch.distributed.tensor import DTensor
+
+        gathered = [n for n, p in actor.reference.named_parameters() if not isinstance(p, DTensor)]
+        assert not gathered, f"reference parameters left gathered after its pass: {gathered[:3]}"
     full = {name: t.clone() for name, t in actor.named_weights()}
     if world.is_main:
         torch.save({"params": full, "metrics": metrics}, out)
