@@ -31,6 +31,9 @@ BASE = [
     "data.builtin_tasks=[add]", "data.builtin_val_size=64", "validation.every=5", "validation.n=4",
     "trainer.tensorboard=false", "trainer.progress_bar=false", "trainer.max_minutes=0", "trainer.save_every=5",
     "trainer.keep_checkpoints=3", "rollout.n=8", "actor.train_batch_size=16", "actor.ppo_mini_batch_size=8",
+    # the stored results were measured before the defaults changed (issue 20 section 4): fp32 compute,
+    # fp32 rollouts, the padded update; pinned so that the script reproduces them
+    "model.autocast=none", "rollout.dtype=float32", "actor.max_tokens_per_micro_batch=0",
 ]
 DEGRADE_AT, RECOVER_AT = 10, 16
 DEGRADE = (f"stages=[{{name: normal, until_step: {DEGRADE_AT}}}, "

@@ -79,7 +79,9 @@ COLLAPSE = ("actor/entropy", "rollout_corr/abs_logp_diff_mean", "rollout_corr/ab
 
 def overrides(arm: str, seed: int, run_dir: Path, *, minutes: float, val_n: int, val_every: int, quick: bool) -> list[str]:
     base, _, variant = arm.partition("+")
-    return [*SETTING, *(QUICK if quick else []), *ARMS[base], *(VARIANTS[variant] if variant else []),
+    # the stored results were measured before the defaults changed (issue 20 section 4): fp32 compute,
+    # fp32 rollouts, the padded update; pinned so that the script reproduces them
+    return [*SETTING, "model.autocast=none", "rollout.dtype=float32", "actor.max_tokens_per_micro_batch=0", *(QUICK if quick else []), *ARMS[base], *(VARIANTS[variant] if variant else []),
             f"validation.n={val_n}", f"validation.every={val_every}",
             f"trainer.max_minutes={minutes}", f"trainer.seed={seed}", f"trainer.run_dir={run_dir}"]
 

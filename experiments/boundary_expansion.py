@@ -139,8 +139,10 @@ def run_seed(out: Path, seed: int, warm: Path, args: argparse.Namespace, eval_ta
     from prorl.trainer.controller import train
 
     run_dir = out / f"seed{seed}" / "run"
+    # the stored results were measured before the defaults changed (issue 20 section 4): fp32 compute,
+    # fp32 rollouts, the padded update; pinned so that the script reproduces them
     overrides = [f"model.path={warm}", f"trainer.run_dir={run_dir}", f"trainer.seed={seed}",
-                 "trainer.progress_bar=false", *args.override]
+                 "trainer.progress_bar=false", "model.autocast=none", "rollout.dtype=float32", "actor.max_tokens_per_micro_batch=0", *args.override]
     if args.quick:
         overrides += ["trainer.total_steps=6", "trainer.save_every=3", "validation.every=3", "data.val_max_prompts=4",
                       "data.builtin_train_size=200", "stages=[{name: easy, until_step: 3}, {name: hard, reset_on_enter: true,"

@@ -84,6 +84,9 @@ def prorl_overrides(s: Setting, run_dir: Path) -> list[str]:
         "trainer.total_steps=1000000", "trainer.save_every=0", "trainer.max_minutes=0", f"trainer.seed={s.seed}",
         f"trainer.threads={s.threads}", "trainer.device=cpu", "trainer.tensorboard=false", "trainer.progress_bar=false",
         f"trainer.run_dir={run_dir}",
+        # the stored results were measured before the defaults changed (issue 20 section 4): fp32 compute,
+        # fp32 rollouts, the padded update; pinned so that the script reproduces them
+        "model.autocast=none", "rollout.dtype=float32", "actor.max_tokens_per_micro_batch=0",
     ]
 
 

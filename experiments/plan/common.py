@@ -39,6 +39,9 @@ BASE = [
     "actor.ppo_mini_batch_size=8", "actor.micro_batch_size=128", "validation.every=10", "validation.n=4",
     "trainer.save_every=10", "trainer.keep_checkpoints=100", "trainer.threads=1", "trainer.tensorboard=false",
     "trainer.progress_bar=false", "trainer.max_minutes=0",
+    # the stored results were measured before the defaults changed (issue 20 section 4): fp32 compute,
+    # fp32 rollouts, the padded update; pinned so that the script reproduces them
+    "model.autocast=none", "rollout.dtype=float32", "actor.max_tokens_per_micro_batch=0",
 ]
 QUICK = ["data.builtin_train_size=200", "data.val_max_prompts=2", "validation.every=2", "trainer.save_every=2",
          "actor.train_batch_size=4", "actor.ppo_mini_batch_size=2", "rollout.n=4", "algo.max_gen_rounds=1"]
