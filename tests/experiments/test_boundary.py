@@ -42,7 +42,9 @@ def test_short_run_expands_the_boundary_on_the_hard_level(tmp_path, load_script)
     cfg = load_config(str(drv.RECIPE), [
         f"model.path={WARM}", f"trainer.run_dir={tmp_path / 'run'}", "trainer.progress_bar=false",
         "trainer.threads=2", "trainer.total_steps=90", "trainer.save_every=0", "validation.every=0",
-        f"stages={SHORT_STAGES}"])
+        f"stages={SHORT_STAGES}",
+        # the precision the recipe was measured with, as the script pins it (the defaults are bf16 where native)
+        "model.autocast=none", "rollout.dtype=float32", "actor.max_tokens_per_micro_batch=0"])
     train(cfg, log=print)
     after = drv.eval_model(latest_checkpoint(tmp_path / "run"), {"chain7": (16, 64)}, tmp_path / "after.json",
                            max_new_tokens=48)["builtin/chain7"]
