@@ -234,8 +234,9 @@ def replay_check(path: Path = HERE / "plan" / "results" / "reset_timing" / "resu
     return {"runs": len(runs), "matches": sum(same)}
 
 
-def gather(out: Path, quick: bool) -> dict:
-    """Every finished run's summary (curves, events) and its analysis: ``OUT/results.json``."""
+def gather(out: Path, quick: bool, partial: bool = False) -> dict:
+    """Every finished run's summary (curves, events) and its analysis: ``OUT/results.json``; with
+    ``partial``, also the runs stopped before their last step (marked ``unfinished``)."""
     res: dict = {"quick": quick, "steps": QUICK_STEPS if quick else STEPS, "branch": QUICK_BRANCH if quick else BRANCH,
                  "degrade_steps": DEGRADE_STEPS, "lr_factor": LR_FACTOR, "setting": [*BASE, *SETTING],
                  "new": NEW, "old": {k: getattr(OLD, k) for k in ("triggers", "val_test", "val_margin", "val_patience",
@@ -246,7 +247,14 @@ def gather(out: Path, quick: bool) -> dict:
         for d in sorted((out / kind).glob("seed*")):
             if (d / "summary.json").exists():
                 run = json.loads((d / "summary.json").read_text())
-                res["runs"][kind].append(run | {"analysis": analyse(run)})
+            elif partial and (d / "run" / "metrics.jsonl").exists():
+                run = summarise(d / "run", kind, int(d.name[4:]), quick) | {"unfinished": True, "minutes": None}
+                if kind == "forced":
+                    at = QUICK_BRANCH if quick else BRANCH
+                    run |= {"branched_at": at, "degrade_steps": [at + 1, at + DEGRADE_STEPS]}
+            else:
+                continue
+            res["runs"][kind].append(run | {"analysis": analyse(run)})
     (out / "results.json").write_text(json.dumps(res, indent=1))
     return res
 
@@ -266,6 +274,12 @@ def _fires(fs: list[dict]) -> str:
 def _mean(xs: list[float | None]) -> str:
     xs = [x for x in xs if x is not None]
     return f"{statistics.mean(xs):.2f}" if xs else "n/a"
+
+
+def _minutes(r: dict) -> str:
+    if r.get("unfinished"):
+        return f"stopped at step {r['steps']}"
+    return f"{r['minutes']:.0f}"
 
 
 def _first(f: dict | None, start: int) -> str:
@@ -304,7 +318,7 @@ def section(res: dict, reading: str = "") -> str:
     for r in h:
         a = r["analysis"]
         md.append(f"| {r['seed']} | {len(a['live_new'])}: {_fires(a['live_new'])} | {len(a['replay_old'])}: "
-                  f"{_fires(a['replay_old'])} | {'yes' if a['replay_matches_live'] else 'NO'} | {r['minutes']:.0f} |")
+                  f"{_fires(a['replay_old'])} | {'yes' if a['replay_matches_live'] else 'NO'} | {_minutes(r)} |")
     md.append(f"| **mean** | **{_mean([len(r['analysis']['live_new']) for r in h])}** | "
               f"**{_mean([len(r['analysis']['replay_old']) for r in h])}** | | |")
     md += ["", f"### Forced degradation (learning rate x{res['lr_factor']} for steps {b + 1}-{b + res['degrade_steps']})",
@@ -318,7 +332,7 @@ def section(res: dict, reading: str = "") -> str:
         a = r["analysis"]
         md.append(f"| {r['seed']} | {_first(a['first_new'], a['degrade_start'])} | "
                   f"{_first(a['first_old'], a['degrade_start'])} | {a['false_before_new']} / {a['false_before_old']} | "
-                  f"{'yes' if a['replay_matches_live'] else 'NO'} | {r['minutes']:.0f} |")
+                  f"{'yes' if a['replay_matches_live'] else 'NO'} | {_minutes(r)} |")
     md.append(f"| **mean delay** | **{_mean([r['analysis']['delay_new'] for r in fo])}** "
               f"(detected {sum(r['analysis']['delay_new'] is not None for r in fo)}/{len(fo)}) | "
               f"**{_mean([r['analysis']['delay_old'] for r in fo])}** "
@@ -363,12 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smoke run: a few steps, tiny batches")
     ap.add_argument("--no-train", action="store_true", help="only gather / report what is there")
+    ap.add_argument("--partial", action="store_true", help="also gather runs stopped before their last step")
     ap.add_argument("--report", action="store_true", help="write the section of experiments/RESULTS.md")
     args = ap.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     if not args.no_train:
         run_all(args.out, seeds, args.quick, args.jobs)
-    res = gather(args.out, args.quick)
+    res = gather(args.out, args.quick, args.partial)
     for kind, runs in res["runs"].items():
         for r in runs:
             a = r["analysis"]
