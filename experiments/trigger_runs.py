@@ -4,7 +4,9 @@ Two kinds of run of the ``reset_timing`` setting (the plan's BASE + ``reset_plat
 seeds 0 1 2, with the statistical triggers of today's defaults live (``reset.auto=true``;
 significance test on validation, robust z on KL, plus the entropy-collapse rule):
 
-* **healthy**: 300 steps, nothing broken on purpose: every reset fired is a false fire;
+* **healthy**: ``STEPS["healthy"]`` steps (``--healthy-steps`` for more; the issue asks for >= 300, cut
+  here to what two shared cores run in the time), nothing broken on purpose: every reset fired is a
+  false fire;
 * **forced**: the healthy run of the same seed branched at step ``BRANCH`` (its checkpoint; the
   steps before are the same run), then a stage with the learning rate raised ``LR_FACTOR`` x for
   steps ``BRANCH+1 .. BRANCH+DEGRADE_STEPS``: detection delay = first automatic reset at or after
@@ -64,8 +66,7 @@ def degrade_stage(branch: int) -> str:
             "{name: recover}]")
 
 
-def overrides(kind: str, seed: int, out: Path, quick: bool) -> list[str]:
-    steps = (QUICK_STEPS if quick else STEPS)[kind]
+def overrides(kind: str, seed: int, out: Path, quick: bool, steps: int) -> list[str]:
     extra = [degrade_stage(QUICK_BRANCH if quick else BRANCH)] if kind == "forced" else []
     return [*BASE, *SETTING, *(QUICK if quick else []), *NEW, *extra, f"trainer.seed={seed}",
             f"trainer.total_steps={steps}", f"trainer.run_dir={out / kind / f'seed{seed}' / 'run'}"]
@@ -116,8 +117,10 @@ def summarise(rd: Path, kind: str, seed: int, quick: bool) -> dict:
     return s
 
 
-def train_one(kind: str, seed: int, out: Path, quick: bool) -> dict:
-    """Train (or resume, or skip when finished) one run; a forced run branches from the healthy one."""
+def train_one(kind: str, seed: int, out: Path, quick: bool, steps: int) -> dict:
+    """Train (or resume, or skip when finished) one run to ``steps``; a forced run branches from the
+    healthy one. A finished run asked for more steps continues from its last checkpoint (the
+    learning rate is constant, so that is the longer run)."""
     import torch
 
     torch.set_num_threads(1)
@@ -126,8 +129,12 @@ def train_one(kind: str, seed: int, out: Path, quick: bool) -> dict:
     from prorl.trainer.controller import train
 
     base = out / kind / f"seed{seed}"
+    before = 0.0
     if (base / "summary.json").exists():
-        return json.loads((base / "summary.json").read_text())
+        done_summary = json.loads((base / "summary.json").read_text())
+        if done_summary["steps"] >= steps or kind == "forced":
+            return done_summary
+        before = done_summary["minutes"]
     rd, t0 = base / "run", time.time()
     if kind == "forced":
         src, at = out / "healthy" / f"seed{seed}", QUICK_BRANCH if quick else BRANCH
@@ -136,10 +143,10 @@ def train_one(kind: str, seed: int, out: Path, quick: bool) -> dict:
             while at not in [s for s, _ in list_checkpoints(src / "run")]:  # complete (COMPLETE marker)
                 time.sleep(5)
             branch_early(src / "run", rd, at)
-    cfg = load_config(None, overrides(kind, seed, out, quick))
+    cfg = load_config(None, overrides(kind, seed, out, quick, steps))
     resume = latest_checkpoint(rd) is not None
     train(cfg, resume=resume, overwrite=not resume, log=lambda *a: None)
-    summary = summarise(rd, kind, seed, quick) | {"minutes": (time.time() - t0) / 60}
+    summary = summarise(rd, kind, seed, quick) | {"minutes": before + (time.time() - t0) / 60}
     if kind == "forced":
         summary["branched_at"] = QUICK_BRANCH if quick else BRANCH
         summary["degrade_steps"] = [summary["branched_at"] + 1, summary["branched_at"] + DEGRADE_STEPS]
@@ -149,9 +156,9 @@ def train_one(kind: str, seed: int, out: Path, quick: bool) -> dict:
     return summary
 
 
-def _job(kind: str, seed: int, out: Path, quick: bool) -> dict:
+def _job(kind: str, seed: int, out: Path, quick: bool, steps: int) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    return train_one(kind, seed, out, quick)
+    return train_one(kind, seed, out, quick, steps)
 
 
 # ---------------------------------------------------------------- replay and gather
@@ -237,7 +244,7 @@ def replay_check(path: Path = HERE / "plan" / "results" / "reset_timing" / "resu
 def gather(out: Path, quick: bool, partial: bool = False) -> dict:
     """Every finished run's summary (curves, events) and its analysis: ``OUT/results.json``; with
     ``partial``, also the runs stopped before their last step (marked ``unfinished``)."""
-    res: dict = {"quick": quick, "steps": QUICK_STEPS if quick else STEPS, "branch": QUICK_BRANCH if quick else BRANCH,
+    res: dict = {"quick": quick, "branch": QUICK_BRANCH if quick else BRANCH,
                  "degrade_steps": DEGRADE_STEPS, "lr_factor": LR_FACTOR, "setting": [*BASE, *SETTING],
                  "new": NEW, "old": {k: getattr(OLD, k) for k in ("triggers", "val_test", "val_margin", "val_patience",
                                                                   "kl_test", "kl_factor", "kl_window", "kl_min_history",
@@ -255,6 +262,7 @@ def gather(out: Path, quick: bool, partial: bool = False) -> dict:
             else:
                 continue
             res["runs"][kind].append(run | {"analysis": analyse(run)})
+    res["steps"] = {k: max((r["steps"] for r in runs), default=0) for k, runs in res["runs"].items()}
     (out / "results.json").write_text(json.dumps(res, indent=1))
     return res
 
@@ -364,9 +372,9 @@ def write_report(res: dict, results_md: Path = RESULTS_MD, store: Path = RESULTS
     return new
 
 
-def run_all(out: Path, seeds: list[int], quick: bool, jobs: int) -> None:
-    """The healthy runs, then the forced ones (each waits for its healthy run to finish)."""
-    queue = [("healthy", s, out, quick) for s in seeds] + [("forced", s, out, quick) for s in seeds]
+def run_all(out: Path, seeds: list[int], quick: bool, jobs: int, steps: dict[str, int]) -> None:
+    """The healthy runs, then the forced ones (each waits for its healthy run's branch checkpoint)."""
+    queue = [(kind, s, out, quick, steps[kind]) for kind in ("healthy", "forced") for s in seeds]
     run_queue(_job if jobs > 1 else train_one, queue, jobs)
 
 
@@ -376,13 +384,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smoke run: a few steps, tiny batches")
+    ap.add_argument("--healthy-steps", type=int, help=f"default {STEPS['healthy']} (more: finished runs continue)")
     ap.add_argument("--no-train", action="store_true", help="only gather / report what is there")
     ap.add_argument("--partial", action="store_true", help="also gather runs stopped before their last step")
     ap.add_argument("--report", action="store_true", help="write the section of experiments/RESULTS.md")
     args = ap.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     if not args.no_train:
-        run_all(args.out, seeds, args.quick, args.jobs)
+        steps = dict(QUICK_STEPS if args.quick else STEPS)
+        steps["healthy"] = args.healthy_steps or steps["healthy"]
+        run_all(args.out, seeds, args.quick, args.jobs, steps)
     res = gather(args.out, args.quick, args.partial)
     for kind, runs in res["runs"].items():
         for r in runs:
