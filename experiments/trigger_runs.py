@@ -45,9 +45,10 @@ from prorl.algo.reset_policy import decide_reset  # noqa: E402
 from prorl.config import ResetConfig  # noqa: E402
 
 RESULTS_DIR = HERE / "trigger_results"
-STEPS = {"healthy": 120, "forced": 90}  # cut from 300 / 200 to fit the 2 shared cores (see RESULTS.md)
+STEPS = {"healthy": 120, "forced": 90, "forced_off": 90}  # cut from 300 / 200 to fit the 2 shared cores (see RESULTS.md)
 BRANCH, DEGRADE_STEPS, LR_FACTOR, LR = 60, 5, 20, 2.0e-4
-QUICK_STEPS, QUICK_BRANCH = {"healthy": 6, "forced": 8}, 2
+QUICK_STEPS, QUICK_BRANCH = {"healthy": 6, "forced": 8, "forced_off": 8}, 2
+KINDS = ("healthy", "forced", "forced_off")
 # the live (new) triggers: the statistical defaults, with the reset_timing AUTO arm's settings that
 # still apply (KL window and history, cooldown); val_plateau left out (a plateau is not a fault, it
 # is what that trigger is for), entropy_collapse added (the issue's noise-aware entropy trigger)
@@ -67,8 +68,9 @@ def degrade_stage(branch: int) -> str:
 
 
 def overrides(kind: str, seed: int, out: Path, quick: bool, steps: int) -> list[str]:
-    extra = [degrade_stage(QUICK_BRANCH if quick else BRANCH)] if kind == "forced" else []
-    return [*BASE, *SETTING, *(QUICK if quick else []), *NEW, *extra, f"trainer.seed={seed}",
+    extra = [degrade_stage(QUICK_BRANCH if quick else BRANCH)] if kind != "healthy" else []
+    live = ["reset.auto=false"] if kind == "forced_off" else NEW
+    return [*BASE, *SETTING, *(QUICK if quick else []), *live, *extra, f"trainer.seed={seed}",
             f"trainer.total_steps={steps}", f"trainer.run_dir={out / kind / f'seed{seed}' / 'run'}"]
 
 
@@ -132,11 +134,11 @@ def train_one(kind: str, seed: int, out: Path, quick: bool, steps: int) -> dict:
     before = 0.0
     if (base / "summary.json").exists():
         done_summary = json.loads((base / "summary.json").read_text())
-        if done_summary["steps"] >= steps or kind == "forced":
+        if done_summary["steps"] >= steps or kind != "healthy":
             return done_summary
         before = done_summary["minutes"]
     rd, t0 = base / "run", time.time()
-    if kind == "forced":
+    if kind != "healthy":
         src, at = out / "healthy" / f"seed{seed}", QUICK_BRANCH if quick else BRANCH
         done = list_checkpoints(rd)
         if not done or done[-1][0] < at:
@@ -147,7 +149,7 @@ def train_one(kind: str, seed: int, out: Path, quick: bool, steps: int) -> dict:
     resume = latest_checkpoint(rd) is not None
     train(cfg, resume=resume, overwrite=not resume, log=lambda *a: None)
     summary = summarise(rd, kind, seed, quick) | {"minutes": before + (time.time() - t0) / 60}
-    if kind == "forced":
+    if kind != "healthy":
         summary["branched_at"] = QUICK_BRANCH if quick else BRANCH
         summary["degrade_steps"] = [summary["branched_at"] + 1, summary["branched_at"] + DEGRADE_STEPS]
     (base / "summary.json").write_text(json.dumps(summary))
@@ -168,11 +170,12 @@ def _curve(run: dict, key: str) -> list[tuple[int, float]]:
     return sorted((int(k), float(v)) for k, v in run["curves"].get(key, {}).items())
 
 
-def replay(run: dict, policy: ResetConfig) -> list[dict]:
+def replay(run: dict, policy: ResetConfig, free_until: int = 0) -> list[dict]:
     """The automatic resets ``policy`` would have made on ``run``'s recorded curves: at each step the
     decision the trainer makes before training it (KL and entropy of the earlier steps, validations
     taken after earlier steps), with cooldown and history restart after each of its own fires and
-    after each real reset of the run (the curves after a real reset are those of the reset run)."""
+    after each real reset of the run (the curves after a real reset are those of the reset run). Its
+    own fires at steps <= ``free_until`` are recorded but start no cooldown or restart."""
     kl, ent = _curve(run, "actor/kl_loss"), _curve(run, "actor/entropy")
     levels = sorted(k[4:] for k in run["curves"] if k.startswith("val/"))
     vals = {lv: _curve(run, "val/" + lv) for lv in levels}
@@ -191,7 +194,7 @@ def replay(run: dict, policy: ResetConfig) -> list[dict]:
         if d.fired:
             fires.append({"step": step, "trigger": d.trigger, "cause": d.cause, "statistic": d.statistic,
                           "threshold": d.threshold})
-            last = step
+            last = step if step > free_until else last
     return fires
 
 
@@ -211,18 +214,18 @@ def analyse(run: dict) -> dict:
     old, new_replayed = replay(run, OLD), replay(run, new_policy())
     out = {"live_new": live, "replay_old": old, "replay_new_steps": [f["step"] for f in new_replayed],
            "replay_matches_live": [f["step"] for f in new_replayed] == [f["step"] for f in live]}
-    if run["kind"] == "forced":
+    if run["kind"] in ("forced", "forced_off"):
+        # the decision at step s sees the steps before s: a fire at s <= start saw no degraded update
+        # (a false fire); delay = s - start = degraded updates trained before the reset
         start = run["degrade_steps"][0]
-
-        def delay(fs: list[dict]) -> int | None:
-            after = [f["step"] for f in fs if f["step"] >= start]
-            return after[0] - start if after else None
-
-        out |= {"degrade_start": start, "delay_new": delay(live), "delay_old": delay(old),
-                "false_before_new": sum(f["step"] < start for f in live),
-                "false_before_old": sum(f["step"] < start for f in old),
-                "first_new": next((f for f in live if f["step"] >= start), None),
-                "first_old": next((f for f in old if f["step"] >= start), None)}
+        free = {"replay_new_free": replay(run, new_policy(), free_until=start),
+                "replay_old_free": replay(run, OLD, free_until=start)}
+        out |= free | {"degrade_start": start}
+        for name, fs in (("live_new", live), ("replay_old", old), ("replay_new", new_replayed), *free.items()):
+            first = next((f for f in fs if f["step"] > start), None)
+            out[f"first_{name}"] = first
+            out[f"delay_{name}"] = None if first is None else first["step"] - start
+            out[f"false_before_{name}"] = sum(f["step"] <= start for f in fs)
     return out
 
 
@@ -249,14 +252,14 @@ def gather(out: Path, quick: bool, partial: bool = False) -> dict:
                  "new": NEW, "old": {k: getattr(OLD, k) for k in ("triggers", "val_test", "val_margin", "val_patience",
                                                                   "kl_test", "kl_factor", "kl_window", "kl_min_history",
                                                                   "min_steps_between_resets")},
-                 "replay_check": replay_check(), "runs": {"healthy": [], "forced": []}}
-    for kind in ("healthy", "forced"):
+                 "replay_check": replay_check(), "runs": {k: [] for k in KINDS}}
+    for kind in KINDS:
         for d in sorted((out / kind).glob("seed*")):
             if (d / "summary.json").exists():
                 run = json.loads((d / "summary.json").read_text())
             elif partial and (d / "run" / "metrics.jsonl").exists():
                 run = summarise(d / "run", kind, int(d.name[4:]), quick) | {"unfinished": True, "minutes": None}
-                if kind == "forced":
+                if kind != "healthy":
                     at = QUICK_BRANCH if quick else BRANCH
                     run |= {"branched_at": at, "degrade_steps": [at + 1, at + DEGRADE_STEPS]}
             else:
@@ -329,22 +332,38 @@ def section(res: dict, reading: str = "") -> str:
                   f"{_fires(a['replay_old'])} | {'yes' if a['replay_matches_live'] else 'NO'} | {_minutes(r)} |")
     md.append(f"| **mean** | **{_mean([len(r['analysis']['live_new']) for r in h])}** | "
               f"**{_mean([len(r['analysis']['replay_old']) for r in h])}** | | |")
+    off = {r["seed"]: r for r in res["runs"].get("forced_off", [])}
     md += ["", f"### Forced degradation (learning rate x{res['lr_factor']} for steps {b + 1}-{b + res['degrade_steps']})",
            "", f"Each forced run is the healthy run of its seed continued from its step-{b} checkpoint (the steps "
-           f"before are that run's) with the stage; {steps['forced']} steps in all. Delay = first automatic reset "
-           f"at or after step {b + 1} minus {b + 1} (a decision at step s sees the KL of the steps before s and the "
-           "validations after them).", "",
-           "| seed | new, live: first fire, delay | old, replay: first fire, delay | false fires before (new / old) "
-           "| replay = live | minutes |", "|---|---|---|---|---|---|"]
+           f"before are that run's) with the raised-lr stage, {steps['forced']} steps in all: once with the new "
+           "triggers live (*forced*), once with no automatic resets (*untriggered*), whose curves both rule sets are "
+           "replayed on (on the forced run the old rules could only be replayed on curves the new rules had already "
+           f"reset). A decision at step s sees the KL and entropy of the steps before s and the validations taken "
+           f"after them, so a fire at step s > {b + 1} is a detection with delay s - {b + 1} (the degraded updates "
+           f"trained before the reset) and a fire at or before step {b + 1} saw no degraded update (a false fire). "
+           "*Free*: the delay had the rule's own false fire just before the degradation not started its "
+           "cooldown.", "",
+           "| seed | new, live: first reset, delay | untriggered, new replayed | untriggered, old replayed "
+           "| old, free | false fires up to the start (new live / old replayed) | replay = live | minutes "
+           "(forced / untriggered) |", "|---|---|---|---|---|---|---|---|"]
+
+    def cell(r: dict | None, name: str) -> str:
+        return "n/a" if r is None else _first(r["analysis"][f"first_{name}"], r["analysis"]["degrade_start"])
+
+    def delays(rs: list[dict | None], name: str) -> str:
+        ds = [r["analysis"][f"delay_{name}"] for r in rs if r is not None]
+        return f"**{_mean(ds)}** (detected {sum(d is not None for d in ds)}/{len(ds)})"
+
     for r in fo:
-        a = r["analysis"]
-        md.append(f"| {r['seed']} | {_first(a['first_new'], a['degrade_start'])} | "
-                  f"{_first(a['first_old'], a['degrade_start'])} | {a['false_before_new']} / {a['false_before_old']} | "
-                  f"{'yes' if a['replay_matches_live'] else 'NO'} | {_minutes(r)} |")
-    md.append(f"| **mean delay** | **{_mean([r['analysis']['delay_new'] for r in fo])}** "
-              f"(detected {sum(r['analysis']['delay_new'] is not None for r in fo)}/{len(fo)}) | "
-              f"**{_mean([r['analysis']['delay_old'] for r in fo])}** "
-              f"(detected {sum(r['analysis']['delay_old'] is not None for r in fo)}/{len(fo)}) | | | |")
+        a, u = r["analysis"], off.get(r["seed"])
+        fb = "n/a" if u is None else u["analysis"]["false_before_replay_old"]
+        md.append(f"| {r['seed']} | {cell(r, 'live_new')} | {cell(u, 'replay_new')} | {cell(u, 'replay_old')} | "
+                  f"{cell(u, 'replay_old_free')} | {a['false_before_live_new']} / {fb} | "
+                  f"{'yes' if a['replay_matches_live'] else 'NO'} | {_minutes(r)} / "
+                  f"{'n/a' if u is None else _minutes(u)} |")
+    us = [off.get(r["seed"]) for r in fo]
+    md.append(f"| **mean delay** | {delays(fo, 'live_new')} | {delays(us, 'replay_new')} | "
+              f"{delays(us, 'replay_old')} | {delays(us, 'replay_old_free')} | | | |")
     if reading:
         md += ["", reading.strip()]
     md += ["", END]
@@ -372,9 +391,10 @@ def write_report(res: dict, results_md: Path = RESULTS_MD, store: Path = RESULTS
     return new
 
 
-def run_all(out: Path, seeds: list[int], quick: bool, jobs: int, steps: dict[str, int]) -> None:
+def run_all(out: Path, seeds: list[int], quick: bool, jobs: int, steps: dict[str, int],
+            kinds: tuple[str, ...] = KINDS) -> None:
     """The healthy runs, then the forced ones (each waits for its healthy run's branch checkpoint)."""
-    queue = [(kind, s, out, quick, steps[kind]) for kind in ("healthy", "forced") for s in seeds]
+    queue = [(kind, s, out, quick, steps[kind]) for kind in kinds for s in seeds]
     run_queue(_job if jobs > 1 else train_one, queue, jobs)
 
 
@@ -384,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smoke run: a few steps, tiny batches")
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     ap.add_argument("--healthy-steps", type=int, help=f"default {STEPS['healthy']} (more: finished runs continue)")
     ap.add_argument("--no-train", action="store_true", help="only gather / report what is there")
     ap.add_argument("--partial", action="store_true", help="also gather runs stopped before their last step")
@@ -393,14 +414,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_train:
         steps = dict(QUICK_STEPS if args.quick else STEPS)
         steps["healthy"] = args.healthy_steps or steps["healthy"]
-        run_all(args.out, seeds, args.quick, args.jobs, steps)
+        run_all(args.out, seeds, args.quick, args.jobs, steps, tuple(args.kinds))
     res = gather(args.out, args.quick, args.partial)
     for kind, runs in res["runs"].items():
         for r in runs:
             a = r["analysis"]
             print(kind, r["seed"], "live new:", [f["step"] for f in a["live_new"]], "replay old:",
-                  [f["step"] for f in a["replay_old"]], "delays:", a.get("delay_new"), a.get("delay_old"),
-                  "replay matches live:", a["replay_matches_live"])
+                  [f["step"] for f in a["replay_old"]], "replay new:", a["replay_new_steps"],
+                  "delays (live new, replay new, replay old):", a.get("delay_live_new"), a.get("delay_replay_new"),
+                  a.get("delay_replay_old"), "replay matches live:", a["replay_matches_live"])
     if args.report:
         write_report(res)
     return 0

@@ -26,14 +26,17 @@ def test_quick_mode_runs_and_reports(tmp_path):
     out = tmp_path / "runs"
     assert trigger_runs.main(["--quick", "--out", str(out), "--jobs", "1"]) == 0
     res = json.loads((out / "results.json").read_text())
-    healthy, forced = res["runs"]["healthy"], res["runs"]["forced"]
-    assert len(healthy) == len(forced) == 1
-    for run in healthy + forced:
+    healthy, forced, off = res["runs"]["healthy"], res["runs"]["forced"], res["runs"]["forced_off"]
+    assert len(healthy) == len(forced) == len(off) == 1
+    for run in healthy + forced + off:
         a = run["analysis"]
         assert {"live_new", "replay_old", "replay_new_steps", "replay_matches_live"} <= set(a)
         assert run["val_counts"] and all(c == 8 for lv in run["val_counts"].values() for c in lv.values())
-    f = forced[0]
-    assert f["branched_at"] == trigger_runs.QUICK_BRANCH and {"delay_new", "delay_old", "first_new"} <= set(f["analysis"])
+    for f in forced + off:
+        assert f["branched_at"] == trigger_runs.QUICK_BRANCH
+        assert {"delay_live_new", "delay_replay_new", "delay_replay_old", "delay_replay_old_free",
+                "first_replay_old", "false_before_replay_old"} <= set(f["analysis"])
+    assert not off[0]["reset_events"]  # no automatic resets in the untriggered run
     events = [json.loads(ln) for ln in (out / "forced" / "seed0" / "run" / "events.jsonl").read_text().splitlines()]
     assert [e["cause"] for e in events if e["type"] == "stage"][0] == "enter stage degrade"
     md = tmp_path / "RESULTS.md"
