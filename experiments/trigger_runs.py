@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -170,12 +171,12 @@ def _curve(run: dict, key: str) -> list[tuple[int, float]]:
     return sorted((int(k), float(v)) for k, v in run["curves"].get(key, {}).items())
 
 
-def replay(run: dict, policy: ResetConfig, free_until: int = 0) -> list[dict]:
+def replay(run: dict, policy: ResetConfig, free: Callable[[int, str], bool] | None = None) -> list[dict]:
     """The automatic resets ``policy`` would have made on ``run``'s recorded curves: at each step the
     decision the trainer makes before training it (KL and entropy of the earlier steps, validations
     taken after earlier steps), with cooldown and history restart after each of its own fires and
     after each real reset of the run (the curves after a real reset are those of the reset run). Its
-    own fires at steps <= ``free_until`` are recorded but start no cooldown or restart."""
+    own fires for which ``free(step, trigger)`` holds are recorded but start no cooldown or restart."""
     kl, ent = _curve(run, "actor/kl_loss"), _curve(run, "actor/entropy")
     levels = sorted(k[4:] for k in run["curves"] if k.startswith("val/"))
     vals = {lv: _curve(run, "val/" + lv) for lv in levels}
@@ -194,7 +195,7 @@ def replay(run: dict, policy: ResetConfig, free_until: int = 0) -> list[dict]:
         if d.fired:
             fires.append({"step": step, "trigger": d.trigger, "cause": d.cause, "statistic": d.statistic,
                           "threshold": d.threshold})
-            last = step if step > free_until else last
+            last = last if free is not None and free(step, d.trigger) else step
     return fires
 
 
@@ -215,17 +216,26 @@ def analyse(run: dict) -> dict:
     out = {"live_new": live, "replay_old": old, "replay_new_steps": [f["step"] for f in new_replayed],
            "replay_matches_live": [f["step"] for f in new_replayed] == [f["step"] for f in live]}
     if run["kind"] in ("forced", "forced_off"):
-        # the decision at step s sees the steps before s: a fire at s <= start saw no degraded update
-        # (a false fire); delay = s - start = degraded updates trained before the reset
+        # the decision at step s sees the KL / entropy of the steps before s and the validations taken
+        # after them: a fire is a detection only when its data include a degraded update (KL, entropy:
+        # s > start; validation: a validation at a step in [start, s)); otherwise it is a false fire.
+        # delay = s - start = the degraded updates trained before the reset
         start = run["degrade_steps"][0]
-        free = {"replay_new_free": replay(run, new_policy(), free_until=start),
-                "replay_old_free": replay(run, OLD, free_until=start)}
+        val_steps = sorted(int(k) for k in run["curves"].get("val", {}))
+
+        def blind(step: int, trigger: str) -> bool:
+            if trigger == "val_degradation" or trigger == "val_plateau":
+                return not any(start <= v < step for v in val_steps)
+            return step <= start
+
+        free = {"replay_new_free": replay(run, new_policy(), free=blind), "replay_old_free": replay(run, OLD, free=blind)}
         out |= free | {"degrade_start": start}
         for name, fs in (("live_new", live), ("replay_old", old), ("replay_new", new_replayed), *free.items()):
-            first = next((f for f in fs if f["step"] > start), None)
+            first = next((f for f in fs if not blind(f["step"], f["trigger"])), None)
             out[f"first_{name}"] = first
             out[f"delay_{name}"] = None if first is None else first["step"] - start
-            out[f"false_before_{name}"] = sum(f["step"] <= start for f in fs)
+            out[f"false_before_{name}"] = sum(blind(f["step"], f["trigger"]) and f["step"] <= (first or {"step": 10**9})["step"]
+                                              for f in fs)
     return out
 
 
@@ -339,12 +349,13 @@ def section(res: dict, reading: str = "") -> str:
            "triggers live (*forced*), once with no automatic resets (*untriggered*), whose curves both rule sets are "
            "replayed on (on the forced run the old rules could only be replayed on curves the new rules had already "
            f"reset). A decision at step s sees the KL and entropy of the steps before s and the validations taken "
-           f"after them, so a fire at step s > {b + 1} is a detection with delay s - {b + 1} (the degraded updates "
-           f"trained before the reset) and a fire at or before step {b + 1} saw no degraded update (a false fire). "
-           "*Free*: the delay had the rule's own false fire just before the degradation not started its "
-           "cooldown.", "",
+           f"after them: a fire whose data include a degraded update (KL or entropy: s > {b + 1}; validation: a "
+           f"validation taken at or after step {b + 1}) is a detection, with delay s - {b + 1} (the degraded updates "
+           "trained before the reset); a fire on earlier data is a false fire (column *false fires*: those up to the "
+           "detection). *Free*: the delay had the rule's own false fires not started its cooldown and restarted its "
+           "history (which, for the margin rule, also resets its best).", "",
            "| seed | new, live: first reset, delay | untriggered, new replayed | untriggered, old replayed "
-           "| old, free | false fires up to the start (new live / old replayed) | replay = live | minutes "
+           "| old, free | false fires (new live / old replayed) | replay = live | minutes "
            "(forced / untriggered) |", "|---|---|---|---|---|---|---|---|"]
 
     def cell(r: dict | None, name: str) -> str:
@@ -364,6 +375,12 @@ def section(res: dict, reading: str = "") -> str:
     us = [off.get(r["seed"]) for r in fo]
     md.append(f"| **mean delay** | {delays(fo, 'live_new')} | {delays(us, 'replay_new')} | "
               f"{delays(us, 'replay_old')} | {delays(us, 'replay_old_free')} | | | |")
+    md += ["", "Every automatic reset the new triggers made live, as logged in `events.jsonl` (and drawn, with "
+           "its statistic and threshold, by `prorl plot RUN_DIR`):", ""]
+    for kind in ("healthy", "forced"):
+        for r in res["runs"][kind]:
+            for f in r["analysis"]["live_new"]:
+                md.append(f"- {kind} seed {r['seed']}, step {f['step']}: `{f['cause']}`")
     if reading:
         md += ["", reading.strip()]
     md += ["", END]
