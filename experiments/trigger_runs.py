@@ -1,6 +1,6 @@
 """Noise-aware reset triggers on real runs (issue 21 section 1): false fires and detection delay.
 
-Two kinds of run of the ``reset_timing`` setting (the plan's BASE + ``reset_plateau``'s setting),
+Three kinds of run of the ``reset_timing`` setting (the plan's BASE + ``reset_plateau``'s setting),
 seeds 0 1 2, with the statistical triggers of today's defaults live (``reset.auto=true``;
 significance test on validation, robust z on KL, plus the entropy-collapse rule):
 
@@ -9,8 +9,10 @@ significance test on validation, robust z on KL, plus the entropy-collapse rule)
   false fire;
 * **forced**: the healthy run of the same seed branched at step ``BRANCH`` (its checkpoint; the
   steps before are the same run), then a stage with the learning rate raised ``LR_FACTOR`` x for
-  steps ``BRANCH+1 .. BRANCH+DEGRADE_STEPS``: detection delay = first automatic reset at or after
-  the degradation start, minus that start.
+  steps ``BRANCH+1 .. BRANCH+DEGRADE_STEPS``: detection delay = first automatic reset whose data
+  include a degraded update, minus the degradation start (see ``analyse``);
+* **forced_off**: the same forced run with no automatic resets, whose curves both rule sets are
+  replayed on (the old rules' delay on a forced run would be read off curves the new rules reset).
 
 Each run's recorded curves (validation per level with its sample counts, KL and entropy per step)
 are then **replayed** through the old fixed-threshold rules (the reset_timing AUTO arm: a 0.05
@@ -19,6 +21,7 @@ live run, so after a real reset the curves are those of the reset run (the repla
 histories there, as the trainer would).
 
     python experiments/trigger_runs.py --out runs/trigger_runs [--quick] [--report]
+    python experiments/trigger_runs.py --out runs/trigger_runs --healthy-steps 180 --report  # as run
 """
 
 from __future__ import annotations
@@ -395,7 +398,10 @@ def write_report(res: dict, results_md: Path = RESULTS_MD, store: Path = RESULTS
     if store == RESULTS_DIR and res["quick"]:
         raise SystemExit("--quick --report would overwrite the stored results; not written")
     store.mkdir(parents=True, exist_ok=True)
-    (store / "results.json").write_text(json.dumps(res, indent=1))
+    keep = ("val", "actor/kl_loss", "actor/entropy", "critic/score/mean", "response_length/mean")
+    small = res | {"runs": {k: [r | {"curves": {c: v for c, v in r["curves"].items() if c.startswith(keep)}}
+                                for r in runs] for k, runs in res["runs"].items()}}
+    (store / "results.json").write_text(json.dumps(small, separators=(",", ":")))  # the curves the rules read
     text = results_md.read_text() if results_md.exists() else ""
     if BEGIN in text and END in text:
         text = text[: text.index(BEGIN)] + new + text[text.index(END) + len(END):]
