@@ -392,7 +392,7 @@ def _run_trigger(name: str, p: ResetConfig, *, step: int, kl_history: Sequence[f
     if name == "scheduled":
         return [scheduled(step, p.steps)] if p.steps else []
     if name == "kl_spike":
-        if not len(kl_history):
+        if not len(kl_history) or not _finite(kl_history[-1:]):  # no update this step: nothing new to judge
             return []
         if p.kl_test == "factor":
             return [kl_spike(kl_history, window=p.kl_window, factor=p.kl_factor, min_history=p.kl_min_history,
@@ -412,6 +412,6 @@ def _run_trigger(name: str, p: ResetConfig, *, step: int, kl_history: Sequence[f
         return results
     if name == "entropy_collapse":
         return [entropy_collapse(entropy_history, window=p.entropy_window, recent=p.entropy_recent, z=p.entropy_z,
-                                 drop=p.entropy_drop)] if len(entropy_history) else []
+                                 drop=p.entropy_drop)] if _finite(entropy_history[-1:]) else []
     return [val_plateau(blended_val_history, patience=p.plateau_patience, min_delta=p.plateau_min_delta)] \
         if len(blended_val_history) else []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import random
 import time
@@ -206,10 +207,10 @@ class Trainer:
             faults.point("update")
             metrics |= {"timing_s/weight_sync": self.rollouts.publish(self.actor.named_weights, version=step)}
         metrics = reduce_rank_metrics(D.all_gather(self.world, metrics)) | update_metrics
-        if "actor/kl_loss" in metrics:
-            self.state.kl_history.append(metrics["actor/kl_loss"])
-        if "actor/entropy" in metrics:
-            self.state.entropy_history.append(metrics["actor/entropy"])
+        # one entry per step (NaN: no update, or no KL term), so that the triggers' window since the
+        # last reset, counted in steps, never reaches back before it
+        self.state.kl_history.append(metrics.get("actor/kl_loss", math.nan))
+        self.state.entropy_history.append(metrics.get("actor/entropy", math.nan))
         metrics |= {"actor/lr": self.actor.lr, "training/stage": self.state.stage,
                     "timing_s/step": time.perf_counter() - t_step}
         self.state.step = step

@@ -272,3 +272,18 @@ def test_decide_reset_handles_nan_everywhere():
     r = decide_reset(step=5, kl_history=[NAN] * 40, val_histories={"math": [NAN] * 10},
                      blended_val_history=[NAN] * 10)
     assert not r.fired and "too short" in r.cause
+
+
+def test_steps_without_an_update_keep_the_window_since_a_reset_in_steps():
+    """The trainer logs NaN for a step without an update, so the history holds one entry per step and
+    the window since the last reset never reaches back before it; a step without a new KL judges nothing."""
+    p = dataclasses.replace(ResetConfig(), auto=True, triggers=["kl_spike"], kl_window=5, kl_min_history=3,
+                            min_steps_between_resets=0)
+    before_reset = [0.01] * 10 + [5.0]  # a spike, judged (and reset on) before the reset
+    after = [0.01, 0.011, 0.009, 0.01, float("nan"), float("nan")]  # 6 steps since the reset, 2 without an update
+    d = reset_policy.decide_reset(p, step=17, kl_history=before_reset + after, steps_since_last_reset=6)
+    assert not d.fired and "kl_spike" not in d.cause, d.cause  # the latest is NaN: nothing new to judge
+    d = reset_policy.decide_reset(p, step=18, kl_history=before_reset + after + [0.0105], steps_since_last_reset=7)
+    assert not d.fired, d.cause  # the pre-reset spike is outside the window: a calm history, a calm value
+    d = reset_policy.decide_reset(p, step=18, kl_history=before_reset + after + [0.5], steps_since_last_reset=7)
+    assert d.fired and d.trigger == "kl_spike", d

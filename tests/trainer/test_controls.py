@@ -165,3 +165,15 @@ def test_every_rollout_samples_from_the_policy_the_actor_then_updates(tmp_path, 
     assert int(reset["cause"].rsplit("step ", 1)[1].rstrip(")")) <= 2, reset
     assert len(generated) == len(updated) == 5
     assert generated == pytest.approx(updated, rel=0, abs=1e-9), "a rollout came from stale engine weights"
+
+
+def test_trigger_histories_hold_one_entry_per_step(tmp_path):
+    """KL and entropy are recorded at every step (NaN where a step has none: here no KL term), so
+    the reset triggers' window since the last reset, counted in steps, stays inside it."""
+    import json
+    import math
+
+    _train(tmp_path, "algo.kl_coef=0", "trainer.total_steps=3", "validation.every=0", "algo.dynamic_sampling=false")
+    state = json.loads((sorted((tmp_path / "checkpoints").glob("step_*"))[-1] / "trainer_state.json").read_text())
+    assert len(state["kl_history"]) == len(state["entropy_history"]) == 3
+    assert all(math.isnan(v) for v in state["kl_history"]) and all(math.isfinite(v) for v in state["entropy_history"])
