@@ -55,20 +55,6 @@ ARMS: dict[str, dict] = {
 PHASES = ("generate", "reference", "update", "weight_sync")
 
 
-def _status(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def reset_peak() -> None:
-    """Reset this process's VmHWM to its current resident size."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-
-
 def overrides(args: argparse.Namespace, arm: str, run_dir: Path, model: Path) -> list[str]:
     return [f"model.path={model}", "model.gradient_checkpointing=true", "rollout.engine=vllm",
             f"rollout.n={args.samples}", f"rollout.max_response_length={args.max_tokens}",
@@ -110,23 +96,23 @@ class PhaseMeter:
         if self.open:  # close the outer phase's segment so far
             self._record(self.open[-1])
         self.open.append(phase)
-        reset_peak()
+        mm.reset_peak()
         self.phases.setdefault(phase, {"seconds": 0.0, "peak_rss": 0, "calls": 0})
         self.phases[phase]["_t0"] = time.perf_counter()
         self.phases[phase]["calls"] += 1
 
     def _record(self, phase: str) -> None:
         p = self.phases[phase]
-        p["peak_rss"] = max(p["peak_rss"], _status("VmHWM"))
+        p["peak_rss"] = max(p["peak_rss"], mm.proc_status("VmHWM"))
 
     def _end(self, phase: str) -> None:
         self._record(phase)
         p = self.phases[phase]
         p["seconds"] += time.perf_counter() - p.pop("_t0")
-        p["rss_end"] = _status("VmRSS")
+        p["rss_end"] = mm.proc_status("VmRSS")
         self.open.pop()
         if self.open:  # the outer phase goes on: its next segment's peak
-            reset_peak()
+            mm.reset_peak()
 
 
 def probe(engine, tokens: int) -> dict:
@@ -153,7 +139,7 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     trainer = Trainer(cfg, overwrite=True, log=lambda *a, **k: None)
     build_s = time.perf_counter() - t0
-    startup_peak = _status("VmHWM")
+    startup_peak = mm.proc_status("VmHWM")
     actor, rollouts, world = trainer.actor, trainer.rollouts, trainer.world
     engine = rollouts.engine
     before = probe(engine, 8)
@@ -173,7 +159,7 @@ def worker(args: argparse.Namespace) -> None:
     meter.wrap(actor, "update", "update", on_call=on_update)
     meter.wrap(actor, "logprobs", "reference")
     meter.wrap(rollouts, "publish", "weight_sync")
-    reset_peak()
+    mm.reset_peak()
     t0 = time.perf_counter()
     metrics = trainer.step()
     step_s = time.perf_counter() - t0

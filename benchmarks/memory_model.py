@@ -272,12 +272,19 @@ def cpu_step_prediction(s: Shape, st: StepSetting) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- measured check on CPU
 
-def _status(key: str) -> int:
+def proc_status(key: str) -> int:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes."""
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
     raise KeyError(key)
+
+
+def reset_peak() -> None:
+    """Reset this process's peak (VmHWM) to its current resident size."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
 
 
 def cpu_prediction(s: Shape, tokens: int, response: int, checkpointing: bool, chunk: int) -> float:
@@ -328,11 +335,10 @@ def measure_step(s: Shape, prompt: int, response: int, checkpointing: bool, chun
 
     step()  # creates the AdamW states
     gc.collect()
-    before = _status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # reset the peak (VmHWM) to the current resident size
+    before = proc_status("VmRSS")
+    reset_peak()
     step()
-    peak = _status("VmHWM") - before
+    peak = proc_status("VmHWM") - before
     del model, opt
     gc.collect()
     return peak
