@@ -13,6 +13,7 @@ import torch
 from prorl.config import Config
 from prorl.models.policy import compile_decoder_layers, load_policy
 from prorl.trainer import distributed as D
+from prorl.trainer.precision import fsdp_computes_bf16
 
 
 def load_module(cfg: Config, world: D.World, path: str | Path) -> tuple[torch.nn.Module, Any]:
@@ -25,8 +26,7 @@ def wrap_module(cfg: Config, world: D.World, model: torch.nn.Module) -> torch.nn
     """``actor.compile`` then FSDP2 under torchrun (identity otherwise)."""
     if cfg.actor.compile:
         compile_decoder_layers(model)
-    mixed = cfg.model.fsdp_mixed_precision and world.device.startswith("cuda")
-    return D.fsdp_wrap(model, world, mixed_precision=mixed)
+    return D.fsdp_wrap(model, world, mixed_precision=fsdp_computes_bf16(cfg.model, world.device, world.distributed))
 
 
 def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:

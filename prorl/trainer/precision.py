@@ -9,11 +9,14 @@ CPU would emulate bf16 slower than fp32, so ``auto`` stays fp32 there. ``model.a
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from prorl.config import Config, ModelConfig
 
 
+@functools.cache  # the hardware does not change; the Actor asks at every forward
 def native_bf16(device: str) -> bool:
     """Whether bf16 matrix multiplies run natively on ``device`` ("cpu", "cuda", "cuda:0")."""
     if device.startswith("cuda"):
