@@ -281,7 +281,9 @@ def actor_config(size: Size, model_dir: Path, attn: str):
 
     groups = size.update_groups
     return load_config(None, [
-        f"model.path={model_dir}", "model.dtype=float32", "model.fsdp_mixed_precision=true",
+        # bf16 through FSDP2 mixed precision on a GPU; fp32 in the CPU dry run, which compares the trainer's
+        # log-probs with the fp32 engine's to 1e-4 (auto would autocast to bf16 on CPUs with native bf16)
+        f"model.path={model_dir}", "model.dtype=float32", "model.fsdp_mixed_precision=true", "model.autocast=none",
         "model.gradient_checkpointing=true", f"model.attn_implementation={attn}",
         f"actor.max_tokens_per_micro_batch={size.micro_tokens}", f"actor.logprob_chunk_tokens={size.chunk}",
         f"actor.train_batch_size={groups}", f"actor.ppo_mini_batch_size={groups}", "actor.lr=1e-3",

@@ -166,7 +166,8 @@ def test_vllm_workers_train_within_the_bound(tmp_path):
     workers' sampling log-probs agree with the trainer's on the on-policy part."""
     pytest.importorskip("vllm")
     r = train(tmp_path, "rollout.engine=vllm", "rollout.cpu_kv_cache_gib=0.25", "rollout.max_staleness=1",
-              "rollout.async_segment_tokens=5", "trainer.total_steps=4", "algo.rollout_correction=tis")
+              "rollout.async_segment_tokens=5", "trainer.total_steps=4", "algo.rollout_correction=tis",
+              "model.autocast=none")  # fp32 on both sides: agreement to float noise
     assert r.returncode == 0, r.stderr[-3000:]
     ms = train_metrics(tmp_path)
     assert [m["step"] for m in ms] == [1, 2, 3, 4]
