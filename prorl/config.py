@@ -274,6 +274,10 @@ class ResetConfig:
                                       "evaluations)", choices=("significance", "margin"))
     val_window: int = f(4, "val_degradation (significance): validations pooled in the recent window and in each "
                            "baseline block")
+    val_noise: str = f("measured", "val_degradation (significance): the noise a drop is judged against: measured (each "
+                                   "data_source's own look-to-look dispersion over its sampling noise, a Student-t "
+                                   "threshold; a healthy policy moves between validations) | sampling (the samples' "
+                                   "Bernoulli noise alone)", choices=("measured", "sampling"))
     kl_test: str = f("robust_z", "kl_spike: robust_z (KL more than kl_z robust sd (median/MAD of the window) above its "
                                  "median, on an asinh scale) | factor (KL > kl_factor x median)",
                      choices=("robust_z", "factor"))

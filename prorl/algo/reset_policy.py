@@ -198,11 +198,20 @@ def val_degradation_test(
     false_alarm_rate: float = 0.01,
     window: int = 4,
     sources: int = 1,
+    noise: str = "measured",
+    noise_history: tuple[Sequence[float], Sequence[float | None]] | None = None,
+    dispersion: tuple[float, int | None] | None = None,
 ) -> TriggerResult:
     """The significance rule (``reset.val_test=significance``): fire when the latest validation, or
     the last ``window`` pooled, score significantly below the best earlier block of up to ``window``
     validations, at a per-look false-alarm rate ``false_alarm_rate`` shared by ``sources``
     data_sources (Bonferroni; the test and why: :mod:`prorl.algo.reset_stats`).
+
+    ``noise`` (``reset.val_noise``): ``measured`` judges the drop against the history's own
+    look-to-look dispersion, measured on ``noise_history`` (scores, counts; default the history
+    itself: the trainer passes the run's whole history, across resets, whose last look is this
+    one), with a Student-t threshold; ``sampling`` against the samples' Bernoulli noise alone.
+    ``dispersion``: ``(phi, df)`` pooled over data_sources by the caller (:func:`source_dispersions`).
 
     ``counts[i]`` is the number of scored samples behind ``val_history[i]`` (prompts x samples per
     prompt, less infra errors). A validation whose score is not finite or whose count is unknown
@@ -212,15 +221,19 @@ def val_degradation_test(
     """
     if len(counts) != len(val_history):
         raise ValueError(f"{len(val_history)} validation scores but {len(counts)} sample counts")
-    pairs = [(float(v), float(c)) for v, c in zip(val_history, counts)
-             if v is not None and c is not None and math.isfinite(float(v)) and math.isfinite(float(c)) and c > 0]
+    pairs = _valid_pairs(val_history, counts)
     if len(pairs) < 2:
         return TriggerResult(False, f"val_degradation: history too short ({len(pairs)} < 2 validations with sample "
                                     "counts)", "val_degradation")
     scores, n = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    t = reset_stats.drop_test(scores * n, n, window=window, alpha=false_alarm_rate, sources=sources)
+    ns, nn = scores * n, n
+    if noise_history is not None:
+        full = _valid_pairs(*noise_history)
+        ns, nn = np.array([v * c for v, c in full]), np.array([c for _, c in full])
+    t = reset_stats.drop_test(scores * n, n, window=window, alpha=false_alarm_rate, sources=sources, noise=noise,
+                              noise_successes=ns, noise_trials=nn, dispersion=dispersion)
     sc = t.scan
-    z, p = float(sc.z), float(t.p_value)
+    z, p = float(t.z), float(t.p_value)
     first, last = int(sc.base_first) + 1, int(sc.base_last) + 1
     block = f"eval {first}" if first == last else f"evals {first}-{last}"
     recent, fired = int(sc.recent), bool(t.fired)
@@ -229,9 +242,46 @@ def val_degradation_test(
     text = (f"{what} ({len(pairs)} in all) {_fmt(float(sc.recent_rate))} (n={int(round(float(sc.recent_n)))}) "
             f"vs {block} {_fmt(float(sc.base_rate))} (n={int(round(float(sc.base_n)))}): "
             f"z={z:.3g} {'>' if fired else '<='} {t.threshold:.3g}, p={p:.2g} (alpha {false_alarm_rate:g}, "
-            f"Bonferroni over {sc.tests} comparisons x {sources} source{plural})")
+            f"Bonferroni over {sc.tests} comparisons x {sources} source{plural}{_noise_note(t, noise)})")
     return TriggerResult(fired, f"val_degradation: {text}", "val_degradation",
                          statistic=z, threshold=t.threshold, p_value=p)
+
+
+def _valid_pairs(scores: Sequence[float], counts: Sequence[float | None]) -> list[tuple[float, float]]:
+    """(score, count) of the validations with a finite score and a positive known count."""
+    if len(counts) != len(scores):
+        raise ValueError(f"{len(scores)} validation scores but {len(counts)} sample counts")
+    return [(float(v), float(c)) for v, c in zip(scores, counts)
+            if v is not None and c is not None and math.isfinite(float(v)) and math.isfinite(float(c)) and c > 0]
+
+
+def _noise_note(t: reset_stats.DropTest, noise: str) -> str:
+    if noise != "measured":
+        return "; sampling noise only"
+    if t.df is None:
+        return f"; noise not measured yet: fewer than {reset_stats.MIN_CHANGES} changes"
+    return f"; noise x{float(t.dispersion):.2g} sampling (measured), t with {t.df} df"
+
+
+def source_dispersions(histories: Mapping[str, tuple[Sequence[float], Sequence[float | None]]],
+                       window: int) -> dict[str, tuple[float, int | None]]:
+    """Each data_source's ``(phi, df)`` for the measured-noise test: its look-to-look dispersion over
+    its whole history (scores, counts) up to the recent ``window``, pooled over the sources
+    (:func:`prorl.algo.reset_stats.pool_dispersions`)."""
+    names, phis, ks = list(histories), [], []
+    for d in names:
+        pairs = _valid_pairs(*histories[d])[:-window] if window else _valid_pairs(*histories[d])
+        if len(pairs) < 2:
+            phis.append(1.0)
+            ks.append(max(len(pairs) - 1, 0))
+            continue
+        phi, k = reset_stats.look_dispersion(np.array([v * c for v, c in pairs]), np.array([c for _, c in pairs]))
+        phis.append(float(phi))
+        ks.append(k)
+    if not names:
+        return {}
+    used, df = reset_stats.pool_dispersions(np.array(phis), ks)
+    return {d: (float(used[i]), df) for i, d in enumerate(names)}
 
 
 def kl_spike_robust(
@@ -361,6 +411,7 @@ def decide_reset(
         k = max(int(steps_since_last_reset), 0)
         kl_history = list(kl_history)[-k:] if k else []
         entropy_history = list(entropy_history)[-k:] if k else []
+    whole = {d: (list(h), list(val_counts[d])) for d, h in val_histories.items()}  # the noise, across resets
     if evals_since_last_reset is not None:
         n = max(int(evals_since_last_reset), 0)
         val_histories = {d: (list(h)[-n:] if n else []) for d, h in val_histories.items()}
@@ -373,7 +424,7 @@ def decide_reset(
             continue
         results = _run_trigger(name, p, step=step, kl_history=kl_history, val_histories=val_histories,
                                val_counts=val_counts, blended_val_history=blended_val_history,
-                               entropy_history=entropy_history)
+                               entropy_history=entropy_history, whole_val=whole)
         for r in results:
             if r.fired:
                 return r
@@ -387,7 +438,8 @@ def decide_reset(
 
 def _run_trigger(name: str, p: ResetConfig, *, step: int, kl_history: Sequence[float],
                  val_histories: Mapping[str, Sequence[float]], val_counts: Mapping[str, Sequence[float | None]],
-                 blended_val_history: Sequence[float], entropy_history: Sequence[float]) -> list[TriggerResult]:
+                 blended_val_history: Sequence[float], entropy_history: Sequence[float],
+                 whole_val: Mapping[str, tuple[list, list]] | None = None) -> list[TriggerResult]:
     """The results of one trigger ``name`` under policy ``p`` (empty when it has no data)."""
     if name == "scheduled":
         return [scheduled(step, p.steps)] if p.steps else []
@@ -401,12 +453,15 @@ def _run_trigger(name: str, p: ResetConfig, *, step: int, kl_history: Sequence[f
                                 abs_floor=p.kl_abs_floor)]
     if name == "val_degradation":
         results = []
+        pooled = source_dispersions(whole_val or {d: (h, val_counts[d]) for d, h in val_histories.items()},
+                                    p.val_window) if p.val_test != "margin" and p.val_noise == "measured" else {}
         for domain, hist in val_histories.items():
             if p.val_test == "margin":
                 r = val_degradation(hist, margin=p.val_margin, patience=p.val_patience)
             else:
                 r = val_degradation_test(hist, val_counts[domain], false_alarm_rate=p.false_alarm_rate,
-                                         window=p.val_window, sources=len(val_histories))
+                                         window=p.val_window, sources=len(val_histories), noise=p.val_noise,
+                                         dispersion=pooled.get(domain))
             cause = r.cause.replace("val_degradation:", f"val_degradation[{domain}]:", 1)
             results.append(TriggerResult(r.fired, cause, r.trigger, r.statistic, r.threshold, r.p_value))
         return results

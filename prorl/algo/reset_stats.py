@@ -47,9 +47,31 @@ Here a degradation is declared only when a one-sided test says so at a per-look 
   known; here it is estimated from the same noisy history and rises during healthy training, and
   CUSUM's false-alarm rate is then only approximate. An SPRT restarted after every decision *is* a
   CUSUM. The block scan needs neither and its bound holds for any non-decreasing trajectory.
-* **Limits.** The test tells a drop from *validation sampling noise*; a real but transient dip of
-  the policy (common in RL, where training on one level disturbs another) is a real drop and may
-  fire. After a rollback the restored checkpoint's score, itself the best of several, is the first
+* **Measured noise (``reset.val_noise=measured``, the default).** Sampling noise is not all a
+  healthy run's validation moves by: the policy itself moves between looks (training on one level
+  disturbs another). On the ``reset_timing`` runs the look-to-look changes of a level were 1.4 to 8.5
+  times the variance of 64 Bernoulli samples (``experiments/RESULTS.md``), and a test against
+  sampling noise alone fired on them 1-2 times per 180 steps. So each data_source's *dispersion*
+  ``phi`` is measured from its own history (across resets, up to the recent window: a drop must
+  not widen its own yardstick):
+  the variance of its standardised successive changes ``(p_t - p_{t-1}) / se`` about their mean
+  (:func:`look_dispersion`; the mean takes out a learning run's trend), floored at 1. The z is
+  divided by ``sqrt(phi)`` (quasi-binomial), and since ``phi`` is estimated from ``k`` changes the
+  threshold is Student's t with ``k - 1`` degrees of freedom at the same Bonferroni level (exact
+  for integer df, :func:`t_isf`). Several data_sources pool their estimates
+  (:func:`pool_dispersions`): each is judged at the larger of its own dispersion and the sources'
+  weighted mean, with the pooled degrees of freedom (five levels with 4 changes each: 15 df rather
+  than 3). With fewer than ``MIN_CHANGES`` (3) changes there is no noise to judge against and the
+  test does not fire (the sampling-noise test there fired on a moving policy's first looks). This
+  is the KL robust z's idea (judge a move against the metric's own noise) with a calibrated
+  threshold; the false-alarm rate on simulated moving policies is in the tests.
+* **Limits.** With ``val_noise=sampling`` the test tells a drop from *validation sampling noise*
+  only; a real but transient dip of the policy is a real drop and may fire. With ``measured`` the
+  price is power: a drop is judged against the run's own dips, and early in a run (few looks, few
+  degrees of freedom) or on a level whose healthy dips are deep, even a collapse may not pass the
+  threshold for several looks (one forced collapse in ``experiments/RESULTS.md`` went unseen by it
+  in the 3 looks its run had left; the KL trigger carries early detection). Either noise has the
+  remaining limits: after a rollback the restored checkpoint's score, itself the best of several, is the first
   baseline, which favours firing a little. With infra errors the prompts have unequal scored
   counts and ``num_scored`` slightly overstates the effective sample size (at most 10% are
   missing, ``validation.min_scored_fraction``). Keeping each prompt's scores would allow the
@@ -98,6 +120,69 @@ def normal_isf(p: float) -> float:
     if not 0.0 < p < 1.0:
         raise ValueError(f"a tail probability must lie in (0, 1), got {p}")
     return -NormalDist().inv_cdf(p)
+
+
+def t_sf(t: float | np.ndarray, df: int) -> float | np.ndarray:
+    """``P(T > t)`` for Student's t with integer ``df >= 1`` (elementwise on arrays): the exact finite
+    series in ``theta = atan(t / sqrt(df))`` (Abramowitz & Stegun 26.7.3-4)."""
+    if df < 1 or int(df) != df:
+        raise ValueError(f"degrees of freedom must be a positive integer, got {df}")
+    x = np.asarray(t, dtype=float)
+    th = np.arctan(np.abs(x) / math.sqrt(df))
+    c2, acc, term = np.cos(th) ** 2, np.ones_like(th), np.ones_like(th)
+    if df % 2:  # odd: (2/pi) (theta + sin cos (1 + 2/3 c2 + 2*4/(3*5) c2^2 + ...)), the sum empty for df = 1
+        for j in range(1, (df - 3) // 2 + 1):
+            term = term * c2 * (2 * j) / (2 * j + 1)
+            acc = acc + term
+        inside = (2 / math.pi) * (th + (np.sin(th) * np.cos(th) * acc if df > 1 else 0.0))
+    else:  # even: sin (1 + 1/2 c2 + 1*3/(2*4) c2^2 + ...)
+        for j in range(1, (df - 2) // 2 + 1):
+            term = term * c2 * (2 * j - 1) / (2 * j)
+            acc = acc + term
+        inside = np.sin(th) * acc
+    upper = np.maximum(0.0, (1.0 - inside) / 2.0)
+    out = np.where(x < 0, 1.0 - upper, upper)
+    return float(out) if np.ndim(out) == 0 and not isinstance(t, np.ndarray) else out
+
+
+def t_isf(p: float, df: int) -> float:
+    """The ``t`` with ``P(T > t) = p`` (``0 < p < 0.5``) for Student's t with ``df`` degrees of freedom."""
+    if not 0.0 < p < 0.5:
+        raise ValueError(f"a tail probability must lie in (0, 0.5), got {p}")
+    lo, hi = 0.0, 1.0
+    while t_sf(hi, df) > p:
+        hi *= 2.0
+    for _ in range(100):  # bisection to float precision
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_sf(mid, df) > p else (lo, mid)
+    return hi
+
+
+MIN_CHANGES = 3
+"""Successive changes a history needs before its dispersion is measured (a t threshold with >= 1 df)."""
+
+
+def look_dispersion(successes: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(phi, k)``: the dispersion of a validation history ``[..., T]`` over its sampling noise,
+    measured from its ``k = T - 1`` successive changes: the variance (about their mean, which takes
+    out a learning run's trend) of ``(p_t - p_{t-1}) / sqrt(pbar (1 - pbar) (1/n_t + 1/n_{t-1}))``,
+    ``pbar`` the pair's pooled rate, floored at 1 (a change between two all-correct looks counts as
+    0). ``phi`` is 1 when ``k < 2``. Its degrees of freedom: :func:`dispersion_df`."""
+    s, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    k = s.shape[-1] - 1
+    if k < 2:
+        return np.ones(s.shape[:-1]), max(k, 0)
+    p = s / n
+    pbar = (s[..., 1:] + s[..., :-1]) / (n[..., 1:] + n[..., :-1])
+    var = pbar * (1.0 - pbar) * (1.0 / n[..., 1:] + 1.0 / n[..., :-1])
+    u = np.where(var > 0, (p[..., 1:] - p[..., :-1]) / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
+    return np.maximum(1.0, u.var(axis=-1, ddof=1)), k
+
+
+def dispersion_df(changes: int) -> int:
+    """Degrees of freedom of :func:`look_dispersion` from ``changes`` changes (one spent on their
+    mean; 0, nothing measured, below ``MIN_CHANGES``)."""
+    return changes - 1 if changes >= MIN_CHANGES else 0
 
 
 @dataclass(frozen=True)
@@ -164,27 +249,85 @@ def drop_scan(successes: np.ndarray, trials: np.ndarray, window: int,
                     base_last=take["last"])
 
 
+
+
+def pool_dispersions(phis: np.ndarray, changes: Sequence[int]) -> tuple[np.ndarray, int | None]:
+    """``(phi, df)`` for each of ``D`` data_sources (``phis``: ``[..., D]``, each measured from
+    ``changes[d]`` changes): a source's own dispersion, or the sources' pooled one where that is
+    larger, with the pooled degrees of freedom.
+
+    The pooled dispersion is the mean of the measured ones weighted by their degrees of freedom
+    ``k_d - 1`` (sources with fewer than ``MIN_CHANGES`` changes take no part and are judged by the
+    pooled value alone). Pooling gives the t threshold the sum of their degrees of freedom, so
+    five sources with 7 changes each judge with 15 df rather than 3; the max keeps a source that
+    moves more than the others at its own, larger, noise. ``df`` is None when no source has enough
+    changes (nothing is measured)."""
+    phis = np.asarray(phis, dtype=float)
+    w = np.array([dispersion_df(k) for k in changes], dtype=float)
+    if w.sum() == 0:
+        return np.full(phis.shape, np.nan), None
+    pooled = (np.where(w > 0, phis, 0.0) * w).sum(axis=-1, keepdims=True) / w.sum()
+    return np.where(w > 0, np.maximum(phis, pooled), pooled), int(w.sum())
+
+
 @dataclass(frozen=True)
 class DropTest:
-    """:func:`drop_test`'s decision: ``fired`` where ``z > threshold`` (i.e. ``p_value <= alpha``)."""
+    """:func:`drop_test`'s decision: ``fired`` where ``z > threshold`` (i.e. ``p_value <= alpha``).
+
+    ``z`` is the scan's z divided by ``sqrt(dispersion)``; ``df`` the t threshold's degrees of
+    freedom (None: the normal threshold of the sampling-noise test)."""
 
     fired: np.ndarray
     threshold: float
     p_value: np.ndarray
     scan: DropScan
+    z: np.ndarray
+    dispersion: np.ndarray
+    df: int | None
 
 
 def drop_test(successes: np.ndarray, trials: np.ndarray, *, window: int, alpha: float, sources: int = 1,
-              recents: Sequence[int] | None = None) -> DropTest:
+              recents: Sequence[int] | None = None, noise: str = "sampling",
+              noise_successes: np.ndarray | None = None, noise_trials: np.ndarray | None = None,
+              dispersion: tuple[np.ndarray | float, int | None] | None = None) -> DropTest:
     """:func:`drop_scan` with Bonferroni over its comparisons and ``sources`` data_sources: the
-    threshold is ``z_{alpha / (tests * sources)}``, the p-value the adjusted one."""
+    threshold is ``z_{alpha / (tests * sources)}``, the p-value the adjusted one.
+
+    ``noise="measured"``: the z is divided by the square root of the dispersion
+    (:func:`look_dispersion`) of ``noise_successes`` / ``noise_trials`` (default: the history
+    itself) before its last ``window`` looks, and the threshold is Student's t with
+    :func:`dispersion_df` degrees of freedom (``k`` changes; nothing fires while ``k < MIN_CHANGES``: ``threshold`` is inf, ``df`` None).
+    ``dispersion``: ``(phi, df)`` measured by the caller (:func:`pool_dispersions`) instead."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"false-alarm rate must lie in (0, 1), got {alpha}")
+    if noise not in ("sampling", "measured"):
+        raise ValueError(f"noise must be 'sampling' or 'measured', got {noise!r}")
     scan = drop_scan(successes, trials, window, recents)
     m = scan.tests * max(1, int(sources))
-    threshold = normal_isf(alpha / m)
-    p = np.minimum(1.0, m * np.asarray(normal_sf(np.asarray(scan.z, dtype=float))))
-    return DropTest(fired=scan.z > threshold, threshold=threshold, p_value=p, scan=scan)
+    phi, df = np.ones(np.shape(scan.z)), None
+    if noise == "measured":
+        # the noise is measured before the recent window: a drop inside it must not widen its own yardstick
+        ns = np.asarray(successes if noise_successes is None else noise_successes, dtype=float)[..., :-window]
+        nt = np.asarray(trials if noise_trials is None else noise_trials, dtype=float)[..., :-window]
+        if dispersion is not None:
+            phi, df = np.broadcast_to(np.asarray(dispersion[0], dtype=float), np.shape(scan.z)), dispersion[1]
+            k = MIN_CHANGES if df is not None else 0
+        else:
+            phi, k = look_dispersion(ns, nt)
+        if k < MIN_CHANGES:  # no noise to judge against yet: nothing fires (the KL and entropy triggers can)
+            none = np.zeros(np.shape(scan.z), bool)
+            return DropTest(fired=none, threshold=math.inf, p_value=np.ones(np.shape(scan.z)), scan=scan,
+                            z=np.asarray(scan.z, dtype=float), dispersion=np.full(np.shape(scan.z), np.nan), df=None)
+        df = dispersion_df(k) if dispersion is None else dispersion[1]
+    z = np.asarray(scan.z, dtype=float) / np.sqrt(phi)
+    if df is None:
+        threshold = normal_isf(alpha / m)
+        tail = np.asarray(normal_sf(z))
+    else:
+        threshold = t_isf(alpha / m, df)
+        tail = np.asarray(t_sf(z, df))
+    p = np.minimum(1.0, m * tail)
+    return DropTest(fired=z > threshold, threshold=threshold, p_value=p, scan=scan, z=z, dispersion=phi, df=df)
 
 
 def robust_location_scale(values: Sequence[float] | np.ndarray, floor: float = SCALE_FLOOR) -> tuple[float, float]:
