@@ -57,7 +57,9 @@ KINDS = ("healthy", "forced", "forced_off")
 # still apply (KL window and history, cooldown); val_plateau left out (a plateau is not a fault, it
 # is what that trigger is for), entropy_collapse added (the noise-aware entropy trigger)
 NEW = ["reset.auto=true", "reset.triggers=[kl_spike, val_degradation, entropy_collapse]",
-       "reset.min_steps_between_resets=20", "reset.kl_window=10", "reset.kl_min_history=10"]
+       "reset.min_steps_between_resets=20", "reset.kl_window=10", "reset.kl_min_history=10",
+       # the stored runs judged validation against sampling noise (before reset.val_noise=measured became the default)
+       "reset.val_noise=sampling"]
 # today's old rules, as the reset_timing AUTO arm ran them (plateau left out as above)
 OLD = ResetConfig(auto=True, triggers=["kl_spike", "val_degradation"], val_test="margin", kl_test="factor",
                   val_margin=0.05, val_patience=2, kl_factor=5.0, kl_window=10, kl_min_history=10,
