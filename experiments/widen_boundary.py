@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE / "plan"))  # common (summarise_run, run_queue), rep
 
 import boundary_expansion as bx  # noqa: E402
 from widen import ARMS as PRESET_ARMS  # noqa: E402
-from widen import CURVES, ms  # noqa: E402
+from widen import CURVES, _head, ms, readings, slug  # noqa: E402
 
 # the objectives as on the preset; fp32_padded is the preset's own precision arm (pinned here anyway)
 ARMS = {a: o for a, o in PRESET_ARMS.items() if a != "fp32_padded"}
@@ -52,10 +52,6 @@ RUN = ["trainer.progress_bar=false", "trainer.max_minutes=0", "trainer.save_ever
 QUICK = ["algo.dynamic_sampling=false", "trainer.total_steps=6", "trainer.save_every=3", "validation.every=3", "data.val_max_prompts=4",
          "data.builtin_train_size=200", "stages=[{name: easy, until_step: 3}, {name: hard, reset_on_enter: true,"
          " overrides: {rollout.max_response_length: 48, data.domain_weights: {builtin/chain9: 1.0}}}]"]
-
-
-def slug(arm: str) -> str:
-    return "".join(c if c.isalnum() or c in ".-_" else "_" for c in arm)
 
 
 def overrides(arm: str, seed: int, out: Path, warm: Path, quick: bool) -> list[str]:
@@ -116,18 +112,13 @@ def run_one(arm: str, seed: int, out: Path, warm: Path, quick: bool) -> dict:
     steps_s = [v for v in summary["curves"]["timing_s/step"].values()]
     summary |= {"arm": arm, "seed": seed, "overrides": ARMS[arm], "minutes": minutes, "steps": cfg.trainer.total_steps,
                 "sec_per_step": statistics.mean(steps_s) if steps_s else None,
-                "entropy_start": _mean_head(summary["curves"]["actor/entropy"]),
+                "entropy_start": _head(summary["curves"]["actor/entropy"]),
                 "eval": evaluate(latest_checkpoint(rd), base / "eval.json", quick)}
     (base / "summary.json").write_text(json.dumps(summary))
     e = summary["eval"]
     print(f"widen_boundary / {arm} / seed {seed}: chain9 pass@1 {e[bx.HARD]['pass@1']:.3f}, "
           f"pass@{max(_ks(e[bx.HARD]))} {e[bx.HARD][f'pass@{max(_ks(e[bx.HARD]))}']:.3f}, {minutes:.1f} min", flush=True)
     return summary
-
-
-def _mean_head(curve: dict, n: int = 5) -> float | None:
-    xs = [curve[s] for s in sorted(curve, key=int)[:n]]
-    return statistics.mean(xs) if xs else None
 
 
 def _ks(r: dict) -> list[int]:
@@ -250,8 +241,7 @@ def write_report(out: Path, results_md: Path = RESULTS_MD, figdir: Path = RESULT
     res = json.loads((out / "results.json").read_text())
     figdir.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(figdir, results_md.parent)
-    reading = reading_path.read_text().strip() if reading_path.exists() else ""
-    new = section(res, figdir, rel, reading)
+    new = section(res, figdir, rel, readings(reading_path))
     (figdir / "table.md").write_text(table(res) + "\n")
     (figdir / "results.json").write_text(json.dumps(res, indent=1))
     from report import replace_section

@@ -199,7 +199,6 @@ def val_degradation_test(
     window: int = 4,
     sources: int = 1,
     noise: str = "measured",
-    noise_history: tuple[Sequence[float], Sequence[float | None]] | None = None,
     dispersion: tuple[float, int | None] | None = None,
 ) -> TriggerResult:
     """The significance rule (``reset.val_test=significance``): fire when the latest validation, or
@@ -207,11 +206,10 @@ def val_degradation_test(
     validations, at a per-look false-alarm rate ``false_alarm_rate`` shared by ``sources``
     data_sources (Bonferroni; the test and why: :mod:`prorl.algo.reset_stats`).
 
-    ``noise`` (``reset.val_noise``): ``measured`` judges the drop against the history's own
-    look-to-look dispersion, measured on ``noise_history`` (scores, counts; default the history
-    itself: the trainer passes the run's whole history, across resets, whose last look is this
-    one), with a Student-t threshold; ``sampling`` against the samples' Bernoulli noise alone.
-    ``dispersion``: ``(phi, df)`` pooled over data_sources by the caller (:func:`source_dispersions`).
+    ``noise`` (``reset.val_noise``): ``measured`` judges the drop against a look-to-look dispersion
+    with a Student-t threshold: ``dispersion`` = ``(phi, df)`` when given (the trainer's: measured on
+    each source's whole history across resets and pooled over the sources, :func:`source_dispersions`),
+    else this history's own; ``sampling`` against the samples' Bernoulli noise alone.
 
     ``counts[i]`` is the number of scored samples behind ``val_history[i]`` (prompts x samples per
     prompt, less infra errors). A validation whose score is not finite or whose count is unknown
@@ -226,12 +224,8 @@ def val_degradation_test(
         return TriggerResult(False, f"val_degradation: history too short ({len(pairs)} < 2 validations with sample "
                                     "counts)", "val_degradation")
     scores, n = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    ns, nn = scores * n, n
-    if noise_history is not None:
-        full = _valid_pairs(*noise_history)
-        ns, nn = np.array([v * c for v, c in full]), np.array([c for _, c in full])
     t = reset_stats.drop_test(scores * n, n, window=window, alpha=false_alarm_rate, sources=sources, noise=noise,
-                              noise_successes=ns, noise_trials=nn, dispersion=dispersion)
+                              dispersion=dispersion)
     sc = t.scan
     z, p = float(t.z), float(t.p_value)
     first, last = int(sc.base_first) + 1, int(sc.base_last) + 1

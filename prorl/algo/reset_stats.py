@@ -288,14 +288,12 @@ class DropTest:
 
 def drop_test(successes: np.ndarray, trials: np.ndarray, *, window: int, alpha: float, sources: int = 1,
               recents: Sequence[int] | None = None, noise: str = "sampling",
-              noise_successes: np.ndarray | None = None, noise_trials: np.ndarray | None = None,
               dispersion: tuple[np.ndarray | float, int | None] | None = None) -> DropTest:
     """:func:`drop_scan` with Bonferroni over its comparisons and ``sources`` data_sources: the
     threshold is ``z_{alpha / (tests * sources)}``, the p-value the adjusted one.
 
     ``noise="measured"``: the z is divided by the square root of the dispersion
-    (:func:`look_dispersion`) of ``noise_successes`` / ``noise_trials`` (default: the history
-    itself) before its last ``window`` looks, and the threshold is Student's t with
+    (:func:`look_dispersion`) of the history before its last ``window`` looks, and the threshold is Student's t with
     :func:`dispersion_df` degrees of freedom (``k`` changes; nothing fires while ``k < MIN_CHANGES``: ``threshold`` is inf, ``df`` None).
     ``dispersion``: ``(phi, df)`` measured by the caller (:func:`pool_dispersions`) instead."""
     if not 0.0 < alpha < 1.0:
@@ -306,19 +304,16 @@ def drop_test(successes: np.ndarray, trials: np.ndarray, *, window: int, alpha: 
     m = scan.tests * max(1, int(sources))
     phi, df = np.ones(np.shape(scan.z)), None
     if noise == "measured":
-        # the noise is measured before the recent window: a drop inside it must not widen its own yardstick
-        ns = np.asarray(successes if noise_successes is None else noise_successes, dtype=float)[..., :-window]
-        nt = np.asarray(trials if noise_trials is None else noise_trials, dtype=float)[..., :-window]
-        if dispersion is not None:
-            phi, df = np.broadcast_to(np.asarray(dispersion[0], dtype=float), np.shape(scan.z)), dispersion[1]
-            k = MIN_CHANGES if df is not None else 0
-        else:
-            phi, k = look_dispersion(ns, nt)
-        if k < MIN_CHANGES:  # no noise to judge against yet: nothing fires (the KL and entropy triggers can)
+        if dispersion is None:
+            # the noise is measured before the recent window: a drop inside it must not widen its own yardstick
+            phi, k = look_dispersion(np.asarray(successes, dtype=float)[..., :-window],
+                                     np.asarray(trials, dtype=float)[..., :-window])
+            dispersion = (phi, dispersion_df(k) or None)
+        phi, df = np.broadcast_to(np.asarray(dispersion[0], dtype=float), np.shape(scan.z)), dispersion[1]
+        if df is None:  # no noise to judge against yet: nothing fires (the KL and entropy triggers can)
             none = np.zeros(np.shape(scan.z), bool)
             return DropTest(fired=none, threshold=math.inf, p_value=np.ones(np.shape(scan.z)), scan=scan,
                             z=np.asarray(scan.z, dtype=float), dispersion=np.full(np.shape(scan.z), np.nan), df=None)
-        df = dispersion_df(k) if dispersion is None else dispersion[1]
     z = np.asarray(scan.z, dtype=float) / np.sqrt(phi)
     if df is None:
         threshold = normal_isf(alpha / m)
