@@ -65,9 +65,13 @@ def step_curve(run: dict, key: str) -> list[tuple[int, float]]:
 RULES = {
     "margin 0.05, patience 3 (old default)": lambda h, n, d: val_degradation(h, margin=0.05, patience=3),
     "margin 0.05, patience 2 (reset_timing)": lambda h, n, d: val_degradation(h, margin=0.05, patience=2),
-    f"significance alpha {DEFAULT.false_alarm_rate:g}, window {DEFAULT.val_window} (new default)":
+    f"significance alpha {DEFAULT.false_alarm_rate:g}, window {DEFAULT.val_window}, sampling noise":
         lambda h, n, d: val_degradation_test(h, n, false_alarm_rate=DEFAULT.false_alarm_rate,
-                                             window=DEFAULT.val_window, sources=d),
+                                             window=DEFAULT.val_window, sources=d, noise="sampling"),
+    # each level's own measured noise (decide_reset also pools it over the levels: more df, never a smaller phi)
+    f"significance alpha {DEFAULT.false_alarm_rate:g}, window {DEFAULT.val_window}, measured noise (default)":
+        lambda h, n, d: val_degradation_test(h, n, false_alarm_rate=DEFAULT.false_alarm_rate,
+                                             window=DEFAULT.val_window, sources=d, noise="measured"),
 }
 
 

@@ -44,6 +44,8 @@ class TriggerResult:
     the result summarises several rules that did not fire. ``statistic`` is what the rule compared
     with ``threshold`` (its meaning is in the rule's docstring and the cause), ``p_value`` the
     false-alarm probability of the observed statistic where the rule is a test (else ``None``).
+    ``drop_evals``: for a validation test, the latest validations it judged (those after its
+    baseline block); when it fires they are the drop, left out of later noise measurements.
     """
 
     fired: bool
@@ -52,6 +54,7 @@ class TriggerResult:
     statistic: float | None = None
     threshold: float | None = None
     p_value: float | None = None
+    drop_evals: int = 0
 
     def event_fields(self) -> dict[str, Any]:
         """The fields a ``reset`` event records (``trigger``, ``statistic``, ``threshold``, ``p_value``)."""
@@ -208,8 +211,9 @@ def val_degradation_test(
 
     ``noise`` (``reset.val_noise``): ``measured`` judges the drop against a look-to-look dispersion
     with a Student-t threshold: ``dispersion`` = ``(phi, df)`` when given (the trainer's: measured on
-    each source's whole history across resets and pooled over the sources, :func:`source_dispersions`),
-    else this history's own; ``sampling`` against the samples' Bernoulli noise alone.
+    each source's history across resets up to the baseline block and pooled over the sources,
+    :func:`source_dispersions`), else this history's own up to its baseline block; ``sampling``
+    against the samples' Bernoulli noise alone.
 
     ``counts[i]`` is the number of scored samples behind ``val_history[i]`` (prompts x samples per
     prompt, less infra errors). A validation whose score is not finite or whose count is unknown
@@ -219,7 +223,7 @@ def val_degradation_test(
     """
     if len(counts) != len(val_history):
         raise ValueError(f"{len(val_history)} validation scores but {len(counts)} sample counts")
-    pairs = _valid_pairs(val_history, counts)
+    pairs, where = _valid_pairs(val_history, counts), _valid_index(val_history, counts)
     if len(pairs) < 2:
         return TriggerResult(False, f"val_degradation: history too short ({len(pairs)} < 2 validations with sample "
                                     "counts)", "val_degradation")
@@ -237,16 +241,21 @@ def val_degradation_test(
             f"vs {block} {_fmt(float(sc.base_rate))} (n={int(round(float(sc.base_n)))}): "
             f"z={z:.3g} {'>' if fired else '<='} {t.threshold:.3g}, p={p:.2g} (alpha {false_alarm_rate:g}, "
             f"Bonferroni over {sc.tests} comparisons x {sources} source{plural}{_noise_note(t, noise)})")
-    return TriggerResult(fired, f"val_degradation: {text}", "val_degradation",
-                         statistic=z, threshold=t.threshold, p_value=p)
+    return TriggerResult(fired, f"val_degradation: {text}", "val_degradation", statistic=z,
+                         threshold=float(t.threshold), p_value=p, drop_evals=len(val_history) - 1 - where[last - 1])
+
+
+def _valid_index(scores: Sequence[float], counts: Sequence[float | None]) -> list[int]:
+    """Positions of the validations with a finite score and a positive known count."""
+    if len(counts) != len(scores):
+        raise ValueError(f"{len(scores)} validation scores but {len(counts)} sample counts")
+    return [i for i, (v, c) in enumerate(zip(scores, counts))
+            if v is not None and c is not None and math.isfinite(float(v)) and math.isfinite(float(c)) and c > 0]
 
 
 def _valid_pairs(scores: Sequence[float], counts: Sequence[float | None]) -> list[tuple[float, float]]:
     """(score, count) of the validations with a finite score and a positive known count."""
-    if len(counts) != len(scores):
-        raise ValueError(f"{len(scores)} validation scores but {len(counts)} sample counts")
-    return [(float(v), float(c)) for v, c in zip(scores, counts)
-            if v is not None and c is not None and math.isfinite(float(v)) and math.isfinite(float(c)) and c > 0]
+    return [(float(scores[i]), float(counts[i])) for i in _valid_index(scores, counts)]  # type: ignore[arg-type]
 
 
 def _noise_note(t: reset_stats.DropTest, noise: str) -> str:
@@ -257,21 +266,37 @@ def _noise_note(t: reset_stats.DropTest, noise: str) -> str:
     return f"; noise x{float(t.dispersion):.2g} sampling (measured), t with {t.df} df"
 
 
-def source_dispersions(histories: Mapping[str, tuple[Sequence[float], Sequence[float | None]]],
+def source_dispersions(noise: Mapping[str, tuple[Sequence[float], Sequence[float | None]]],
+                       judged: Mapping[str, tuple[Sequence[float], Sequence[float | None]]],
                        window: int) -> dict[str, tuple[float, int | None]]:
-    """Each data_source's ``(phi, df)`` for the measured-noise test: its look-to-look dispersion over
-    its whole history (scores, counts) up to the recent ``window``, pooled over the sources
-    (:func:`prorl.algo.reset_stats.pool_dispersions`)."""
-    names, phis, ks = list(histories), [], []
+    """Each data_source's ``(phi, df)`` for the measured-noise test, pooled over the sources
+    (:func:`prorl.algo.reset_stats.pool_dispersions`).
+
+    ``noise``: each source's (scores, counts) whose look-to-look changes measure its noise (the whole
+    history across resets, less what a rollback discarded or a fired drop covered); ``judged``: the
+    (scores, counts) the test compares (since the last reset), whose latest validations are also
+    ``noise``'s latest. The test's comparison (:func:`prorl.algo.reset_stats.drop_scan`, the same
+    ``window``) is found first, and only the changes up to its baseline block and inside its recent
+    window measure the noise (:func:`prorl.algo.reset_stats.noise_changes`): those between carry the
+    drop, which must not widen its own yardstick."""
+    names, phis, ks = list(noise), [], []
     for d in names:
-        pairs = _valid_pairs(*histories[d])[:-window] if window else _valid_pairs(*histories[d])
+        pairs = _valid_pairs(*noise[d])
+        now = _valid_pairs(*judged[d]) if d in judged else []
+        use = np.ones(max(len(pairs) - 1, 0), bool)
+        if len(now) >= 2:  # the changes between the baseline block and the recent window carry the drop
+            scan = reset_stats.drop_scan(np.array([v * c for v, c in now]), np.array([c for _, c in now]), window)
+            after, recent = len(now) - 1 - int(scan.base_last), int(scan.recent)
+            use = reset_stats.noise_changes(len(pairs), len(pairs) - 1 - after, recent) if len(pairs) > after \
+                else np.zeros(max(len(pairs) - 1, 0), bool)
         if len(pairs) < 2:
             phis.append(1.0)
             ks.append(max(len(pairs) - 1, 0))
             continue
-        phi, k = reset_stats.look_dispersion(np.array([v * c for v, c in pairs]), np.array([c for _, c in pairs]))
+        phi, k = reset_stats.look_dispersion(np.array([v * c for v, c in pairs]), np.array([c for _, c in pairs]),
+                                             use=use)
         phis.append(float(phi))
-        ks.append(k)
+        ks.append(int(k))
     if not names:
         return {}
     used, df = reset_stats.pool_dispersions(np.array(phis), ks)
@@ -370,6 +395,7 @@ def decide_reset(
     evals_since_last_reset: int | None = None,
     val_counts: Mapping[str, Sequence[float | None]] | None = None,
     entropy_history: Sequence[float] = (),
+    val_noise_histories: Mapping[str, tuple[Sequence[float], Sequence[float | None]]] | None = None,
 ) -> TriggerResult:
     """Combine the triggers ``policy`` (the ``reset`` config section) asks for: return the first
     one that fires. ``scheduled`` (``policy.steps``) comes first; with ``policy.auto`` the triggers in
@@ -387,6 +413,10 @@ def decide_reset(
       :func:`val_plateau`. When ``evals_since_last_reset`` is given only the last that many
       evaluations are used (so "best" means best since the last reset, and a reset is not
       re-fired just because recovery takes longer than the cooldown).
+    - ``val_noise_histories``: per domain (scores, counts) whose look-to-look changes measure the
+      noise of ``reset.val_noise=measured`` (:func:`source_dispersions`; the trainer's leave out what a
+      rollback discarded and the drops that fired: ``RunState.noise_histories``); default: the
+      ``val_histories`` as given, before the cut at the last reset.
     - Cooldown: while ``steps_since_last_reset < policy.min_steps_between_resets`` only the
       ``scheduled`` trigger can fire (explicit user schedules always win).
       ``steps_since_last_reset=None`` means no reset has happened yet: no cooldown, no slicing.
@@ -405,7 +435,8 @@ def decide_reset(
         k = max(int(steps_since_last_reset), 0)
         kl_history = list(kl_history)[-k:] if k else []
         entropy_history = list(entropy_history)[-k:] if k else []
-    whole = {d: (list(h), list(val_counts[d])) for d, h in val_histories.items()}  # the noise, across resets
+    whole = dict(val_noise_histories) if val_noise_histories is not None else \
+        {d: (list(h), list(val_counts[d])) for d, h in val_histories.items()}  # the noise, across resets
     if evals_since_last_reset is not None:
         n = max(int(evals_since_last_reset), 0)
         val_histories = {d: (list(h)[-n:] if n else []) for d, h in val_histories.items()}
@@ -447,8 +478,9 @@ def _run_trigger(name: str, p: ResetConfig, *, step: int, kl_history: Sequence[f
                                 abs_floor=p.kl_abs_floor)]
     if name == "val_degradation":
         results = []
-        pooled = source_dispersions(whole_val or {d: (h, val_counts[d]) for d, h in val_histories.items()},
-                                    p.val_window) if p.val_test != "margin" and p.val_noise == "measured" else {}
+        judged = {d: (h, val_counts[d]) for d, h in val_histories.items()}
+        pooled = source_dispersions(judged if whole_val is None else whole_val, judged, p.val_window) \
+            if p.val_test != "margin" and p.val_noise == "measured" else {}
         for domain, hist in val_histories.items():
             if p.val_test == "margin":
                 r = val_degradation(hist, margin=p.val_margin, patience=p.val_patience)
@@ -457,7 +489,7 @@ def _run_trigger(name: str, p: ResetConfig, *, step: int, kl_history: Sequence[f
                                          window=p.val_window, sources=len(val_histories), noise=p.val_noise,
                                          dispersion=pooled.get(domain))
             cause = r.cause.replace("val_degradation:", f"val_degradation[{domain}]:", 1)
-            results.append(TriggerResult(r.fired, cause, r.trigger, r.statistic, r.threshold, r.p_value))
+            results.append(TriggerResult(r.fired, cause, r.trigger, r.statistic, r.threshold, r.p_value, r.drop_evals))
         return results
     if name == "entropy_collapse":
         return [entropy_collapse(entropy_history, window=p.entropy_window, recent=p.entropy_recent, z=p.entropy_z,

@@ -52,8 +52,10 @@ Here a degradation is declared only when a one-sided test says so at a per-look 
   disturbs another). On the ``reset_timing`` runs the look-to-look changes of a level were 1.4 to 8.5
   times the variance of 64 Bernoulli samples (``experiments/RESULTS.md``), and a test against
   sampling noise alone fired on them 1-2 times per 180 steps. So each data_source's *dispersion*
-  ``phi`` is measured from its own history (across resets, up to the recent window: a drop must
-  not widen its own yardstick):
+  ``phi`` is measured from its own history (across resets, on the changes up to the end of the
+  baseline block the test compares with and those inside the recent window, :func:`noise_changes`:
+  the changes between them carry the drop being judged, which must not widen its own yardstick;
+  the trainer also leaves out the looks a rollback discarded and those of a drop that fired):
   the variance of its standardised successive changes ``(p_t - p_{t-1}) / se`` about their mean
   (:func:`look_dispersion`; the mean takes out a learning run's trend), floored at 1. The z is
   divided by ``sqrt(phi)`` (quasi-binomial), and since ``phi`` is estimated from ``k`` changes the
@@ -162,27 +164,49 @@ MIN_CHANGES = 3
 """Successive changes a history needs before its dispersion is measured (a t threshold with >= 1 df)."""
 
 
-def look_dispersion(successes: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, int]:
+def look_dispersion(successes: np.ndarray, trials: np.ndarray,
+                    use: np.ndarray | None = None) -> tuple[np.ndarray, int | np.ndarray]:
     """``(phi, k)``: the dispersion of a validation history ``[..., T]`` over its sampling noise,
-    measured from its ``k = T - 1`` successive changes: the variance (about their mean, which takes
-    out a learning run's trend) of ``(p_t - p_{t-1}) / sqrt(pbar (1 - pbar) (1/n_t + 1/n_{t-1}))``,
-    ``pbar`` the pair's pooled rate, floored at 1 (a change between two all-correct looks counts as
-    0). ``phi`` is 1 when ``k < 2``. Its degrees of freedom: :func:`dispersion_df`."""
+    measured from ``k`` of its successive changes: the variance (about their mean, which takes out a
+    learning run's trend) of ``(p_t - p_{t-1}) / sqrt(pbar (1 - pbar) (1/n_t + 1/n_{t-1}))``, ``pbar``
+    the pair's pooled rate, floored at 1 (a change between two all-correct looks counts as 0).
+    ``use`` (``[..., T - 1]`` booleans, change ``j`` joining looks ``j`` and ``j + 1``): the changes to
+    measure (default all: ``k = T - 1``, an int). ``phi`` is 1 where ``k < 2``. Its degrees of
+    freedom: :func:`dispersion_df`."""
     s, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
-    k = s.shape[-1] - 1
-    if k < 2:
-        return np.ones(s.shape[:-1]), max(k, 0)
+    T = s.shape[-1]
+    if use is None and T - 1 < 2:
+        return np.ones(s.shape[:-1]), max(T - 1, 0)
     p = s / n
     pbar = (s[..., 1:] + s[..., :-1]) / (n[..., 1:] + n[..., :-1])
     var = pbar * (1.0 - pbar) * (1.0 / n[..., 1:] + 1.0 / n[..., :-1])
     u = np.where(var > 0, (p[..., 1:] - p[..., :-1]) / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
-    return np.maximum(1.0, u.var(axis=-1, ddof=1)), k
+    if use is None:
+        return np.maximum(1.0, u.var(axis=-1, ddof=1)), T - 1
+    use = np.broadcast_to(np.asarray(use, dtype=bool), u.shape)
+    k = use.sum(-1)
+    mean = (u * use).sum(-1) / np.maximum(k, 1)
+    v = (((u - mean[..., None]) ** 2) * use).sum(-1) / np.maximum(k - 1, 1)
+    return np.where(k >= 2, np.maximum(1.0, v), 1.0), k
 
 
-def dispersion_df(changes: int) -> int:
+def noise_changes(looks: int, base_last: np.ndarray | int, recent: np.ndarray | int) -> np.ndarray:
+    """``[..., looks - 1]``: the changes that measure the noise when the block ending at look
+    ``base_last`` is compared with the last ``recent`` looks: those up to the end of the block and
+    those inside the recent window. The changes between them carry the drop being judged (if there
+    is one), so they are left out: a drop must not widen its own yardstick."""
+    j = np.arange(looks - 1)
+    b, r = np.asarray(base_last)[..., None], np.asarray(recent)[..., None]
+    return (j < b) | (j >= looks - r)
+
+
+def dispersion_df(changes: int | np.ndarray) -> int | np.ndarray:
     """Degrees of freedom of :func:`look_dispersion` from ``changes`` changes (one spent on their
     mean; 0, nothing measured, below ``MIN_CHANGES``)."""
-    return changes - 1 if changes >= MIN_CHANGES else 0
+    if np.ndim(changes):
+        k = np.asarray(changes, dtype=int)
+        return np.where(k >= MIN_CHANGES, k - 1, 0)
+    return int(changes) - 1 if changes >= MIN_CHANGES else 0
 
 
 @dataclass(frozen=True)
@@ -251,23 +275,27 @@ def drop_scan(successes: np.ndarray, trials: np.ndarray, window: int,
 
 
 
-def pool_dispersions(phis: np.ndarray, changes: Sequence[int]) -> tuple[np.ndarray, int | None]:
+def pool_dispersions(phis: np.ndarray, changes: Sequence[int] | np.ndarray
+                     ) -> tuple[np.ndarray, int | np.ndarray | None]:
     """``(phi, df)`` for each of ``D`` data_sources (``phis``: ``[..., D]``, each measured from
-    ``changes[d]`` changes): a source's own dispersion, or the sources' pooled one where that is
+    ``changes[..., d]`` changes): a source's own dispersion, or the sources' pooled one where that is
     larger, with the pooled degrees of freedom.
 
     The pooled dispersion is the mean of the measured ones weighted by their degrees of freedom
     ``k_d - 1`` (sources with fewer than ``MIN_CHANGES`` changes take no part and are judged by the
     pooled value alone). Pooling gives the t threshold the sum of their degrees of freedom, so
     five sources with 7 changes each judge with 15 df rather than 3; the max keeps a source that
-    moves more than the others at its own, larger, noise. ``df`` is None when no source has enough
-    changes (nothing is measured)."""
+    moves more than the others at its own, larger, noise. ``df``: an int (None when no source has
+    enough changes: nothing is measured) for a plain list of counts; for an array of counts, an
+    array shaped like ``phis`` (the same for every source) with 0 where nothing is measured."""
     phis = np.asarray(phis, dtype=float)
-    w = np.array([dispersion_df(k) for k in changes], dtype=float)
-    if w.sum() == 0:
-        return np.full(phis.shape, np.nan), None
-    pooled = (np.where(w > 0, phis, 0.0) * w).sum(axis=-1, keepdims=True) / w.sum()
-    return np.where(w > 0, np.maximum(phis, pooled), pooled), int(w.sum())
+    w = np.asarray(dispersion_df(np.asarray(changes, dtype=int)), dtype=float)
+    total = w.sum(axis=-1)
+    pooled = (np.where(w > 0, phis, 0.0) * w).sum(axis=-1, keepdims=True) / np.maximum(total, 1)[..., None]
+    phi = np.where(total[..., None] > 0, np.where(w > 0, np.maximum(phis, pooled), pooled), np.nan)
+    if isinstance(changes, np.ndarray):
+        return phi, np.broadcast_to(total[..., None], phis.shape).astype(int)
+    return phi, (int(total) if total > 0 else None)
 
 
 @dataclass(frozen=True)
@@ -275,10 +303,11 @@ class DropTest:
     """:func:`drop_test`'s decision: ``fired`` where ``z > threshold`` (i.e. ``p_value <= alpha``).
 
     ``z`` is the scan's z divided by ``sqrt(dispersion)``; ``df`` the t threshold's degrees of
-    freedom (None: the normal threshold of the sampling-noise test)."""
+    freedom (None: the normal threshold of the sampling-noise test, or nothing measured; an array,
+    0 where nothing is measured, when it varies over the histories, as does ``threshold``)."""
 
     fired: np.ndarray
-    threshold: float
+    threshold: float | np.ndarray
     p_value: np.ndarray
     scan: DropScan
     z: np.ndarray
@@ -288,41 +317,47 @@ class DropTest:
 
 def drop_test(successes: np.ndarray, trials: np.ndarray, *, window: int, alpha: float, sources: int = 1,
               recents: Sequence[int] | None = None, noise: str = "sampling",
-              dispersion: tuple[np.ndarray | float, int | None] | None = None) -> DropTest:
+              dispersion: tuple[np.ndarray | float, int | np.ndarray | None] | None = None) -> DropTest:
     """:func:`drop_scan` with Bonferroni over its comparisons and ``sources`` data_sources: the
     threshold is ``z_{alpha / (tests * sources)}``, the p-value the adjusted one.
 
     ``noise="measured"``: the z is divided by the square root of the dispersion
-    (:func:`look_dispersion`) of the history before its last ``window`` looks, and the threshold is Student's t with
-    :func:`dispersion_df` degrees of freedom (``k`` changes; nothing fires while ``k < MIN_CHANGES``: ``threshold`` is inf, ``df`` None).
-    ``dispersion``: ``(phi, df)`` measured by the caller (:func:`pool_dispersions`) instead."""
+    (:func:`look_dispersion`) of each history's changes up to the end of its baseline block and inside
+    its recent window (:func:`noise_changes`: those between carry the drop), and the threshold is Student's
+    t with :func:`dispersion_df` degrees of freedom (nothing fires with fewer than ``MIN_CHANGES``
+    changes: ``threshold`` inf, ``df`` 0 or None). ``dispersion``: ``(phi, df)`` measured by the
+    caller (:func:`pool_dispersions`) instead; ``df`` may vary over the leading axes."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"false-alarm rate must lie in (0, 1), got {alpha}")
     if noise not in ("sampling", "measured"):
         raise ValueError(f"noise must be 'sampling' or 'measured', got {noise!r}")
     scan = drop_scan(successes, trials, window, recents)
     m = scan.tests * max(1, int(sources))
-    phi, df = np.ones(np.shape(scan.z)), None
-    if noise == "measured":
-        if dispersion is None:
-            # the noise is measured before the recent window: a drop inside it must not widen its own yardstick
-            phi, k = look_dispersion(np.asarray(successes, dtype=float)[..., :-window],
-                                     np.asarray(trials, dtype=float)[..., :-window])
-            dispersion = (phi, dispersion_df(k) or None)
-        phi, df = np.broadcast_to(np.asarray(dispersion[0], dtype=float), np.shape(scan.z)), dispersion[1]
-        if df is None:  # no noise to judge against yet: nothing fires (the KL and entropy triggers can)
-            none = np.zeros(np.shape(scan.z), bool)
-            return DropTest(fired=none, threshold=math.inf, p_value=np.ones(np.shape(scan.z)), scan=scan,
-                            z=np.asarray(scan.z, dtype=float), dispersion=np.full(np.shape(scan.z), np.nan), df=None)
-    z = np.asarray(scan.z, dtype=float) / np.sqrt(phi)
-    if df is None:
+    shape, zs = np.shape(scan.z), np.asarray(scan.z, dtype=float)
+    if noise == "sampling":
         threshold = normal_isf(alpha / m)
-        tail = np.asarray(normal_sf(z))
-    else:
-        threshold = t_isf(alpha / m, df)
-        tail = np.asarray(t_sf(z, df))
-    p = np.minimum(1.0, m * tail)
-    return DropTest(fired=z > threshold, threshold=threshold, p_value=p, scan=scan, z=z, dispersion=phi, df=df)
+        p = np.minimum(1.0, m * np.asarray(normal_sf(zs)))
+        return DropTest(fired=zs > threshold, threshold=threshold, p_value=p, scan=scan, z=zs,
+                        dispersion=np.ones(shape), df=None)
+    if dispersion is None:
+        use = noise_changes(np.shape(successes)[-1], scan.base_last, scan.recent)
+        phi, k = look_dispersion(successes, trials, use=use)
+        dispersion = (phi, dispersion_df(k))
+    phi = np.broadcast_to(np.asarray(dispersion[0], dtype=float), shape)
+    df = np.broadcast_to(np.asarray(0 if dispersion[1] is None else dispersion[1], dtype=int), shape)
+    measured = df > 0  # no noise to judge against yet: nothing fires there (the KL and entropy triggers can)
+    z = np.where(measured, zs / np.sqrt(np.where(measured, phi, 1.0)), zs)
+    thresholds = {int(d): (t_isf(alpha / m, int(d)) if d > 0 else math.inf) for d in np.unique(df)}
+    thr = np.vectorize(thresholds.__getitem__, otypes=[float])(df) if df.size else np.zeros(shape)
+    tail = np.ones(shape)
+    for d in thresholds:
+        if d > 0:
+            tail = np.where(df == d, t_sf(np.asarray(z, dtype=float).reshape(shape), d), tail)
+    p = np.where(measured, np.minimum(1.0, m * tail), 1.0)
+    scalar_df = int(df) if df.ndim == 0 else df
+    return DropTest(fired=measured & (z > thr), threshold=float(thr) if thr.ndim == 0 else thr, p_value=p,
+                    scan=scan, z=z, dispersion=np.where(measured, phi, np.nan),
+                    df=(scalar_df or None) if df.ndim == 0 else scalar_df)
 
 
 def robust_location_scale(values: Sequence[float] | np.ndarray, floor: float = SCALE_FLOOR) -> tuple[float, float]:

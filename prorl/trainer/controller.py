@@ -275,6 +275,9 @@ class Trainer:
         restarted = self.actor.reset(reference=r.reset_reference, optimizer=r.reset_optimizer)  # LoRA: with the reference
         state.reference_reset |= r.reset_reference and self.actor.has_reference
         state.record_reset(step, cause)
+        if decision is not None and decision.drop_evals:  # the drop that fired is not noise to judge the next by
+            n = len(state.blended_val_history)
+            state.exclude_from_noise(list(range(n - decision.drop_evals, n)))
         if rollback:
             state.record_rollback()
         why = decision.event_fields() if decision is not None else \
@@ -334,7 +337,8 @@ class Trainer:
                                 val_histories=val_histories, blended_val_history=blended,
                                 steps_since_last_reset=self.state.steps_since_reset(step),
                                 evals_since_last_reset=evals_since, val_counts=self.state.trigger_counts(),
-                                entropy_history=self.state.entropy_history)
+                                entropy_history=self.state.entropy_history,
+                                val_noise_histories=self.state.noise_histories())
         return decision if decision.fired else None
 
     def _out_of_time(self) -> bool:

@@ -24,6 +24,9 @@ class RunState:
     # (None for validations recorded by a checkpoint from before counts were kept)
     val_counts: dict[str, list[dict[str, int] | None]] = field(default_factory=dict)
     blended_val_history: list[float] = field(default_factory=list)
+    val_steps: list[int | None] = field(default_factory=list)  # the step of each validation (None: unknown)
+    # validations (indices) left out of the measured look-to-look noise: discarded by a rollback, or a drop that fired
+    noise_excluded: list[int] = field(default_factory=list)
     last_reset_step: int | None = None
     evals_at_last_reset: int = 0
     best_val: float | None = None
@@ -40,6 +43,9 @@ class RunState:
     pending_prompts: list[int] = field(default_factory=list)  # async: drawn, not yet trained (redone after --resume)
 
     def __post_init__(self) -> None:
+        # a state saved before steps were kept: its validations have unknown steps
+        if len(self.val_steps) < len(self.blended_val_history):
+            self.val_steps[:0] = [None] * (len(self.blended_val_history) - len(self.val_steps))
         # a state saved before sample counts were kept: its validations have unknown counts
         for ds, hist in self.val_history.items():
             counts = self.val_counts.setdefault(ds, [])
@@ -64,6 +70,7 @@ class RunState:
             self.val_counts.setdefault(ds, []).append(dict(counts[ds]) if ds in counts else None)
         blended = sum(per_source.values()) / max(1, len(per_source))
         self.blended_val_history.append(blended)
+        self.val_steps.append(int(step))
         if self.best_val is None or blended > self.best_val:
             self.best_val, self.best_step, self.best_scores = blended, step, dict(per_source)
             self.best_counts = {ds: dict(c) for ds, c in counts.items()}
@@ -74,6 +81,9 @@ class RunState:
         A rollback while the previous one never recovered counts as a failed recovery."""
         if self.defended is not None:
             self.failed_recoveries += 1
+        restored = self.best_ckpt_step
+        self.exclude_from_noise([i for i, s in enumerate(self.val_steps)
+                                 if s is not None and restored is not None and s > restored])
         self.defended = dict(self.best_scores)
         self.defended_counts = {ds: dict(c) for ds, c in self.best_counts.items()}
 
@@ -81,6 +91,21 @@ class RunState:
         """Validation is back within ``margin`` of the defended level on every source: recovered."""
         if self.defended is not None and all(per_source.get(ds, 0.0) >= v - margin for ds, v in self.defended.items()):
             self.defended, self.defended_counts, self.failed_recoveries = None, None, 0
+
+    def exclude_from_noise(self, indices: list[int]) -> None:
+        """Leave these validations out of the look-to-look noise the measured test judges by: they
+        belong to a policy that a rollback threw away, or to a drop that fired."""
+        self.noise_excluded = sorted(set(self.noise_excluded) | {int(i) for i in indices})
+
+    def noise_histories(self) -> dict[str, tuple[list[float], list[int | None]]]:
+        """Per data_source (scores, scored counts) of the whole history across resets, less the
+        validations :meth:`exclude_from_noise` left out: what the measured-noise test measures."""
+        out, skip = {}, set(self.noise_excluded)
+        for ds, hist in self.val_history.items():
+            counts = [c["scored"] if c else None for c in self.val_counts.get(ds, [None] * len(hist))]
+            keep = [i for i in range(len(hist)) if i not in skip]
+            out[ds] = ([hist[i] for i in keep], [counts[i] for i in keep])
+        return out
 
     def trigger_histories(self) -> tuple[dict[str, list[float]], list[float], int | None]:
         """Validation histories since the last reset, as the trigger policies see them; after a

@@ -21,7 +21,16 @@ from prorl.algo.reset_policy import (
     val_degradation,
     val_degradation_test,
 )
-from prorl.algo.reset_stats import drop_test, look_dispersion, normal_isf, pool_dispersions, t_isf, t_sf
+from prorl.algo.reset_stats import (
+    drop_scan,
+    drop_test,
+    look_dispersion,
+    noise_changes,
+    normal_isf,
+    pool_dispersions,
+    t_isf,
+    t_sf,
+)
 from prorl.config import ResetConfig
 
 DEFAULT = ResetConfig()
@@ -58,9 +67,10 @@ def significance_fires(scores: np.ndarray, counts: np.ndarray, alpha: float = AL
     for t in range(2, looks + 1):
         disp = None
         if noise == "measured":  # pooled over the sources, as decide_reset does (reset_policy.source_dispersions)
-            ns, nt = scores[..., :t - WINDOW] * counts[..., :t - WINDOW], counts[..., :t - WINDOW]
-            phi, k = look_dispersion(ns, nt) if t - WINDOW >= 2 else (np.ones((runs, sources)), max(t - WINDOW - 1, 0))
-            disp = pool_dispersions(phi, [k] * sources)
+            ns, nt = scores[..., :t] * counts[..., :t], counts[..., :t]
+            scan = drop_scan(ns, nt, WINDOW)
+            phi, k = look_dispersion(ns, nt, use=noise_changes(t, scan.base_last, scan.recent))
+            disp = pool_dispersions(phi, np.asarray(k))
         test = drop_test(scores[..., :t] * counts[..., :t], counts[..., :t], window=WINDOW, alpha=alpha,
                          sources=sources, noise=noise, dispersion=disp)
         out[:, t - 1] = test.fired.any(axis=1)
@@ -246,17 +256,39 @@ def test_measured_noise_still_detects_a_collapse():
 
 def test_the_noise_is_measured_on_the_whole_history_across_resets():
     """decide_reset cuts the validations at the last reset for the comparison, not for the noise: two
-    looks since a reset are judged with the noise of the run's 14 looks (up to the recent window of 4:
-    9 changes, a t threshold with 8 df), where the cut history alone would leave nothing to measure."""
+    looks since a reset are judged with the noise of the run's 14 looks (the 12 changes up to the
+    baseline block, the look before the drop: a t threshold with 11 df), where the cut history alone
+    would leave nothing to measure."""
     rng = np.random.default_rng(0)
     hist = list(0.7 + 0.1 * rng.standard_normal(12)) + [0.7, 0.3]
     counts = [64] * len(hist)
     policy = ResetConfig(auto=True, triggers=["val_degradation"])
     d = reset_policy.decide_reset(policy, step=200, val_histories={"a": hist}, val_counts={"a": counts},
                                   steps_since_last_reset=60, evals_since_last_reset=2)
-    assert "last eval (2 in all)" in d.cause and "(measured), t with 8 df" in d.cause, d.cause
+    assert "last eval (2 in all)" in d.cause and "(measured), t with 11 df" in d.cause, d.cause
     alone = val_degradation_test(hist[-2:], counts[-2:])
     assert not alone.fired and "noise not measured yet: fewer than 3 changes" in alone.cause, alone.cause
+
+
+def test_a_drop_does_not_widen_its_own_yardstick():
+    """A run's own collapse (0.81 -> 0 over 32 samples a look, as the watchdog test's forced run does)
+    is judged against the changes before it and inside the recent window, never the change that
+    carries it: fires 3 looks after it. Measured on every change instead, the collapse itself makes
+    the noise 9x sampling and the test stays silent."""
+    hist, counts = [0.44, 0.44, 0.69, 0.84, 0.81, 0.0, 0.0, 0.0, 0.0], [32] * 9
+    fired = [val_degradation_test(hist[:t], counts[:t]).fired for t in range(2, len(hist) + 1)]
+    assert fired == [False] * 7 + [True], fired
+    s, n = np.array(hist) * 32, np.array(counts, float)
+    r = drop_test(s, n, window=WINDOW, alpha=ALPHA, noise="measured")
+    assert r.fired and r.df == 6 and float(r.dispersion) == 1.0  # 4 changes before the block end, 3 inside the window
+    phi_all, k = look_dispersion(s, n)
+    widened = drop_test(s, n, window=WINDOW, alpha=ALPHA, noise="measured", dispersion=(phi_all, k - 1))
+    assert phi_all > 5 and not widened.fired, (phi_all, widened.z, widened.threshold)
+
+
+def test_noise_changes_leave_out_those_between_block_and_window():
+    assert noise_changes(8, 2, 3).tolist() == [True, True, False, False, False, True, True]
+    assert noise_changes(6, np.array([0, 4]), np.array([1, 1])).tolist() == [[False] * 5, [True] * 4 + [False]]
 
 
 def test_student_t_tail_and_quantile_match_the_tables():

@@ -30,6 +30,24 @@ def test_trigger_histories_start_from_the_restored_scores_after_a_rollback():
     assert RunState.from_json(json.loads(json.dumps(s.to_json()))) == s
 
 
+def test_a_rollback_leaves_the_discarded_validations_out_of_the_noise():
+    """The look-to-look noise the measured test judges by spans resets but not the validations of a
+    policy a rollback threw away (after the restored checkpoint's step), nor a drop that fired."""
+    c = {"prompts": 16, "samples": 4, "scored": 64}
+    s = RunState()
+    for step, v in [(2, 0.6), (4, 0.8), (6, 0.1), (8, 0.0)]:
+        s.record_validation(step, {"a": v}, {"a": c})
+    s.best_ckpt, s.best_ckpt_step = "ckpt", 4
+    s.record_reset(9, "val_degradation")
+    s.record_rollback()
+    s.record_validation(10, {"a": 0.7}, {"a": c})
+    assert s.val_steps == [2, 4, 6, 8, 10] and s.noise_excluded == [2, 3]
+    assert s.noise_histories() == {"a": ([0.6, 0.8, 0.7], [64, 64, 64])}
+    s.exclude_from_noise([4])
+    assert s.noise_histories()["a"][0] == [0.6, 0.8]
+    assert RunState.from_json(json.loads(json.dumps(s.to_json()))) == s
+
+
 def test_sample_counts_round_trip_and_old_states_still_load():
     """Each validation's sample counts are kept beside its score, follow the trigger histories
     (from the restored checkpoint's after a rollback), survive trainer_state.json, and a state
