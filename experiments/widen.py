@@ -13,7 +13,9 @@ The default preset (``prorl/configs/tiny.yaml``: 0.8M-parameter policy, tasks ``
   mini-batch), since the published ratio selects a single token per micro-batch (one tuned arm only:
   the machine's time allowed no second one for Clip-Cov);
 - ``entropy_top0.2``: the policy gradient of the top 20% tokens by entropy only (the paper's 0.2);
-- ``passk4``: the analytical pass@4 advantage (k = 4 of n = 8).
+- ``passk4``: the analytical pass@4 advantage (k = 4 of n = 8);
+- ``defaults``: the preset on today's precision defaults (every other arm pins the fp32 compute,
+  fp32 rollouts and padded update that the stored results were measured with).
 
 Each run's final checkpoint (and the warm start, once) is evaluated like ``prorl eval``: 64
 held-out problems per task x 16 samples, temperature 0.6, top-p 0.95, pass@1 and unbiased pass@k
@@ -24,6 +26,7 @@ figures) and the "Objectives that widen (issue 22)" section of ``experiments/RES
 
     python experiments/widen.py --out experiments/widen_results/runs --report [--seeds 0 1 2] [--arms ...]
     python experiments/widen.py --quick --out /tmp/widen   # a smoke run in under a minute
+    python experiments/widen.py --restore --seeds 2 --arms passk4 --report   # more seeds next to the stored runs
 """
 
 from __future__ import annotations
@@ -51,19 +54,21 @@ ARMS: dict[str, list[str]] = {
     "entropy_top0.2": ["algo.entropy_top_fraction=0.2"],
     "passk4": ["algo.adv_estimator=passk", "algo.passk_k=4"],
     "kl_cov_r0.02": ["algo.policy_loss=kl_cov", "algo.kl_cov_ratio=0.02"],
-    # the preset on the defaults before issue 20 section 4 (fp32 compute, fp32 rollouts, the padded
-    # update): the runs of this file's stored results were made so; ``none`` now computes in bf16
-    # where the CPU has it natively and packs the update
-    "fp32_padded": ["model.autocast=none", "rollout.dtype=float32", "actor.max_tokens_per_micro_batch=0"],
+    # the preset on today's defaults (issue 20 section 4: bf16 compute and rollouts where the CPU has
+    # bf16 natively, the packed update); every other arm runs on the precision of the stored results
+    "defaults": ["model.autocast=auto", "rollout.dtype=auto", "actor.max_tokens_per_micro_batch=16384"],
 }
-TUNED = {"kl_cov_r0.02", "fp32_padded"}  # an extra arm: queued after every seed of the published settings
+TUNED = {"kl_cov_r0.02", "defaults"}  # an extra arm: queued after every seed of the published settings
 TASKS = ("add", "sort")
 EVAL = {"prompts": 64, "samples": 16, "max_new_tokens": 32}
 QUICK_EVAL = {"prompts": 4, "samples": 4, "max_new_tokens": 32}
 # the preset as is, apart from how it runs here: one thread, no wall-clock cap (the preset's 9
 # minutes would cut a one-thread run on a shared machine short), a checkpoint at the end only
 RUN = ["trainer.threads=1", "trainer.max_minutes=0", "trainer.tensorboard=false", "trainer.progress_bar=false",
-       "trainer.save_every=0"]
+       "trainer.save_every=0",
+       # the stored results were measured before the defaults changed (issue 20 section 4): fp32 compute,
+       # fp32 rollouts, the padded update; pinned so that the script reproduces them (arm ``defaults``: today's)
+       "model.autocast=none", "rollout.dtype=float32", "actor.max_tokens_per_micro_batch=0"]
 QUICK = ["data.builtin_train_size=200", "data.builtin_val_size=8", "validation.every=2", "validation.n=2",
          "actor.train_batch_size=4", "actor.ppo_mini_batch_size=2", "algo.max_gen_rounds=1"]
 CURVES = ("actor/entropy", "response_length/mean", "critic/score/mean", "actor/pg_clipfrac", "actor/pg_clipfrac_higher",
@@ -201,6 +206,21 @@ def gather(out: Path, steps: int, quick: bool) -> dict:
             res["arms"][arm] = runs
     (out / "results.json").write_text(json.dumps(res, indent=1))
     return res
+
+
+def restore(out: Path, stored: Path = RESULTS_DIR / "results.json") -> int:
+    """Write the stored results' summaries (warm start and every run) into ``out`` where ``out`` lacks
+    them, so that a fresh checkout adds seeds or arms next to the stored runs instead of redoing them
+    (the run directories themselves are not kept). Returns the number of summaries written."""
+    res, n = json.loads(stored.read_text()), 0
+    targets = [(out / "warmstart" / "summary.json", res["warmstart"])]
+    targets += [(out / slug(arm) / f"seed{r['seed']}" / "summary.json", r) for arm, runs in res["arms"].items() for r in runs]
+    for path, summary in targets:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(summary))
+            n += 1
+    return n
 
 
 def run_all(arms: list[str], seeds: list[int], out: Path, *, quick: bool, steps: int, jobs: int) -> dict:
@@ -386,8 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-md", default=str(RESULTS_MD))
     ap.add_argument("--figures", default=str(RESULTS_DIR))
     ap.add_argument("--report-only", action="store_true", help="only regenerate the report from OUT's JSON")
+    ap.add_argument("--restore", action="store_true",
+                    help="first copy the stored runs' summaries (experiments/widen_results/results.json) into OUT")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.restore:
+        print(f"restored {restore(out)} stored summaries into {out}")
     steps = args.steps or (3 if args.quick else 150)
     if not args.report_only:
         run_all(args.arms or list(ARMS), args.seeds or ([0] if args.quick else [0, 1, 2]), out,

@@ -40,8 +40,8 @@ import boundary_expansion as bx  # noqa: E402
 from widen import ARMS as PRESET_ARMS  # noqa: E402
 from widen import CURVES, _head, ms, readings, slug  # noqa: E402
 
-# the objectives as on the preset; fp32_padded is the preset's own precision arm (pinned here anyway)
-ARMS = {a: o for a, o in PRESET_ARMS.items() if a != "fp32_padded"}
+# the objectives as on the preset; ``defaults`` is the preset's own precision arm (pinned here anyway)
+ARMS = {a: o for a, o in PRESET_ARMS.items() if a != "defaults"}
 TUNED = {"kl_cov_r0.02"}  # an extra arm: queued after every seed of the published settings
 EASY_K, HARD_K = 16, 64
 EVAL = {"hard_prompts": 32, "easy_prompts": 16}
