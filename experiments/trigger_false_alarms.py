@@ -133,9 +133,11 @@ def replay_steps(runs: list[tuple[str, dict, int]]) -> dict[str, tuple[int, int]
             since = max(c for c in cuts if c <= step)
             hist = [v for s, v in kl[:i + 1] if s >= since]
             for name, fn in (("kl_spike factor 5 (old default)", lambda h: kl_spike(h)),
-                             (f"kl_spike robust z > {DEFAULT.kl_z:g} (new default)", lambda h: kl_spike_robust(h))):
+                             (f"kl_spike robust z > {DEFAULT.kl_z:g} (new default)",
+                              lambda h: kl_spike_robust(h, noise_window=DEFAULT.kl_noise_window))):
                 out[name][1] += 1
-                out[name][0] += fn(hist[-21:]).fired if len(hist) > DEFAULT.kl_min_history else 0
+                out[name][0] += fn(hist[-(DEFAULT.kl_window + DEFAULT.kl_noise_window + 1):]).fired \
+                    if len(hist) > DEFAULT.kl_min_history else 0
             ehist = [v for s, v in ent[:i + 1] if s >= since]
             out["entropy_collapse (opt-in)"][1] += 1
             out["entropy_collapse (opt-in)"][0] += entropy_collapse(ehist[-25:]).fired

@@ -283,6 +283,8 @@ class ResetConfig:
                      choices=("robust_z", "factor"))
     kl_window: int = f(20, "kl_spike: steps in the median window")
     kl_z: float = f(6.0, "kl_spike (robust_z): robust z above which the latest KL is a spike")
+    kl_noise_window: int = f(50, "kl_spike (robust_z): steps whose surprises (KL less the median of its own previous "
+                                 "kl_window steps) measure the noise (0 = the window's own MAD)")
     kl_factor: float = f(5.0, "kl_spike (factor): fire when KL > factor x recent median")
     kl_min_history: int = f(10, "kl_spike: steps needed before it can fire")
     kl_abs_floor: float = f(1e-3, "kl_spike: KL below this never fires")
@@ -459,6 +461,7 @@ def validate(cfg: Config, *, whole_run: bool = True) -> None:
         (0 < cfg.reset.false_alarm_rate < 1, "reset.false_alarm_rate must be in (0, 1)"),
         (cfg.reset.val_window >= 1 and cfg.reset.val_patience >= 1, "reset.val_window and val_patience must be >= 1"),
         (cfg.reset.kl_z > 0 and cfg.reset.entropy_z >= 0, "reset.kl_z must be > 0 and reset.entropy_z >= 0"),
+        (cfg.reset.kl_noise_window >= 0, "reset.kl_noise_window must be >= 0"),
         (cfg.reset.entropy_window >= 1 and cfg.reset.entropy_recent >= 1,
          "reset.entropy_window and entropy_recent must be >= 1"),
         (0 <= cfg.reset.entropy_drop < 1, "reset.entropy_drop must be in [0, 1)"),

@@ -290,6 +290,27 @@ def gather(exp: Experiment, out: Path) -> dict:
     return results
 
 
+def restore(exps: list[Experiment], out: Path, stored: Path = HERE / "results") -> int:
+    """Write the stored results' run summaries (``stored/<experiment>/results.json``) into ``out``
+    where ``out`` lacks them, so that a fresh checkout runs a new arm or seed next to the stored runs
+    instead of redoing them (the run directories themselves are not kept). Returns how many."""
+    n = 0
+    for exp in exps:
+        path = stored / exp.name / "results.json"
+        if not path.exists():
+            continue
+        for arm, runs in json.loads(path.read_text())["arms"].items():
+            if arm not in exp.arms:
+                continue
+            for r in runs:
+                dst = run_dir(out, exp, arm, int(r["seed"])) / "summary.json"
+                if not dst.exists():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.write_text(json.dumps(r))
+                    n += 1
+    return n
+
+
 def main(exps: list[Experiment], argv: list[str] | None = None, doc: str = "") -> int:
     ap = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     ap.add_argument("--out", default="runs/plan", help="where runs and results.json go (resumes what is there)")
@@ -297,8 +318,12 @@ def main(exps: list[Experiment], argv: list[str] | None = None, doc: str = "") -
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (one torch thread each)")
     ap.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (quick: 0)")
     ap.add_argument("--report", action="store_true", help="also regenerate experiments/RESULTS.md and the figures")
+    ap.add_argument("--restore", action="store_true",
+                    help="first copy the stored runs' summaries (experiments/plan/results) into OUT: only new arms run")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.restore:
+        print(f"restored {restore(exps, out)} stored run summaries into {out}", flush=True)
     run_experiments(exps, out, quick=args.quick, jobs=args.jobs, seeds=args.seeds)
     if args.report:
         from report import write_report

@@ -310,6 +310,7 @@ def kl_spike_robust(
     z: float = 6.0,
     min_history: int = 10,
     abs_floor: float = 1e-3,
+    noise_window: int = 50,
 ) -> TriggerResult:
     """The robust rule (``reset.kl_test=robust_z``): fire when the latest KL lies more than ``z``
     robust standard deviations above the median of the previous ``window`` steps, and above
@@ -317,26 +318,39 @@ def kl_spike_robust(
 
     KL noise is multiplicative (its spread grows with its level, and a fresh reference makes it
     grow from zero), so the z is computed on ``asinh(kl / abs_floor)``: linear below the floor
-    (where k1 estimates can be negative), logarithmic above it. Median and ``1.4826 * MAD`` of the
-    window give the level and the step-to-step noise (floored at 0.05, a 5% step), robust to
-    earlier spikes inside the window. Needs ``min_history`` finite values before the latest one.
-    ``statistic`` is the robust z, ``threshold`` ``z``.
+    (where k1 estimates can be negative), logarithmic above it. The median of the window is the
+    level. The step-to-step noise is ``1.4826 * MAD`` (floored at 0.05, a 5% step) of the *surprises*
+    of the ``noise_window`` steps before the latest: each step's value less the median of its own
+    previous ``window`` steps, the statistic the latest step is judged by, whose median (a steady
+    trend's typical surprise) is added to the level; so a rising KL's trend is not a spike and a few
+    calm steps do not make the yardstick narrow (the MAD of 10 values alone fired on a healthy run's
+    ordinary step, z 7 at 1.46x its median). ``noise_window=0``: the
+    window's own MAD. Robust to earlier spikes either way. Needs ``min_history`` finite values
+    before the latest one. ``statistic`` is the robust z, ``threshold`` ``z``.
     """
-    if window < 1 or min_history < 1:
-        raise ValueError("window and min_history must be >= 1")
+    if window < 1 or min_history < 1 or noise_window < 0:
+        raise ValueError("window and min_history must be >= 1, noise_window >= 0")
     vals = _finite(kl_history)
     if len(vals) < 2 or len(vals) - 1 < min_history:
         return TriggerResult(
             False, f"kl_spike: history too short ({max(len(vals) - 1, 0)} < {min_history})", "kl_spike"
         )
     unit = abs_floor if abs_floor > 0 else 1e-6
+    a = np.arcsinh(np.asarray(vals) / unit)
     latest, previous = vals[-1], vals[-1 - window : -1]
-    med, scale = reset_stats.robust_location_scale(np.arcsinh(np.asarray(previous) / unit))
-    zval = (math.asinh(latest / unit) - med) / scale
+    med, scale = reset_stats.robust_location_scale(a[-1 - window : -1])
+    # each earlier step judged against at least 3 steps before it (fewer make a median too noisy)
+    surprises = [a[t] - np.median(a[max(0, t - window) : t])
+                 for t in range(max(3, len(a) - 1 - noise_window), len(a) - 1)] if noise_window else []
+    if len(surprises) >= 2:  # judged against the typical surprise: a steady trend's is not zero
+        typical, scale = reset_stats.robust_location_scale(surprises)
+        med += typical
+    zval = (float(a[-1]) - med) / scale
     fired = zval > z and latest > abs_floor
     why = f"> {z:g}" if fired else (f"<= {z:g}" if zval <= z else f"but kl <= floor {abs_floor:g}")
+    noise = f", noise of {len(surprises)} steps" if len(surprises) >= 2 else ""
     cause = (f"kl_spike: kl={_fmt(latest)} at robust z={zval:.3g} {why} "
-             f"(median {_fmt(statistics.median(previous))}, window {len(previous)})")
+             f"(median {_fmt(statistics.median(previous))}, window {len(previous)}{noise})")
     return TriggerResult(fired, cause, "kl_spike", statistic=zval, threshold=z)
 
 
@@ -475,7 +489,7 @@ def _run_trigger(name: str, p: ResetConfig, *, step: int, kl_history: Sequence[f
             return [kl_spike(kl_history, window=p.kl_window, factor=p.kl_factor, min_history=p.kl_min_history,
                              abs_floor=p.kl_abs_floor)]
         return [kl_spike_robust(kl_history, window=p.kl_window, z=p.kl_z, min_history=p.kl_min_history,
-                                abs_floor=p.kl_abs_floor)]
+                                abs_floor=p.kl_abs_floor, noise_window=p.kl_noise_window)]
     if name == "val_degradation":
         results = []
         judged = {d: (h, val_counts[d]) for d, h in val_histories.items()}

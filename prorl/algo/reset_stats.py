@@ -55,7 +55,8 @@ Here a degradation is declared only when a one-sided test says so at a per-look 
   ``phi`` is measured from its own history (across resets, on the changes up to the end of the
   baseline block the test compares with and those inside the recent window, :func:`noise_changes`:
   the changes between them carry the drop being judged, which must not widen its own yardstick;
-  the trainer also leaves out the looks a rollback discarded and those of a drop that fired):
+  the change out of the first look, the start of learning, is no noise either; the trainer also
+  leaves out the looks a rollback discarded and those of a drop that fired):
   the variance of its standardised successive changes ``(p_t - p_{t-1}) / se`` about their mean
   (:func:`look_dispersion`; the mean takes out a learning run's trend), floored at 1. The z is
   divided by ``sqrt(phi)`` (quasi-binomial), and since ``phi`` is estimated from ``k`` changes the
@@ -70,9 +71,10 @@ Here a degradation is declared only when a one-sided test says so at a per-look 
 * **Limits.** With ``val_noise=sampling`` the test tells a drop from *validation sampling noise*
   only; a real but transient dip of the policy is a real drop and may fire. With ``measured`` the
   price is power: a drop is judged against the run's own dips, and early in a run (few looks, few
-  degrees of freedom) or on a level whose healthy dips are deep, even a collapse may not pass the
-  threshold for several looks (one forced collapse in ``experiments/RESULTS.md`` went unseen by it
-  in the 3 looks its run had left; the KL trigger carries early detection). Either noise has the
+  degrees of freedom) or on a level whose healthy dips are deep, a drop must be deeper to pass the
+  threshold (on the forced collapses of ``experiments/RESULTS.md``, every level to about 0, it fires
+  at the first look after the collapse; before the first change was left out, the initial learning
+  jump widened the yardstick so much that five of six went unseen for three looks). Either noise has the
   remaining limits: after a rollback the restored checkpoint's score, itself the best of several, is the first
   baseline, which favours firing a little. With infra errors the prompts have unequal scored
   counts and ``num_scored`` slightly overstates the effective sample size (at most 10% are
@@ -194,10 +196,14 @@ def noise_changes(looks: int, base_last: np.ndarray | int, recent: np.ndarray | 
     """``[..., looks - 1]``: the changes that measure the noise when the block ending at look
     ``base_last`` is compared with the last ``recent`` looks: those up to the end of the block and
     those inside the recent window. The changes between them carry the drop being judged (if there
-    is one), so they are left out: a drop must not widen its own yardstick."""
+    is one), so they are left out: a drop must not widen its own yardstick. The change out of the
+    first look is left out too: it carries the start of learning (from the warm start's validation
+    before any update, or the re-learning after a reset), the largest systematic move of a run,
+    which is not noise (kept in, it made the yardstick of a whole run so wide that a collapse of
+    every level to 0 went unseen for three looks)."""
     j = np.arange(looks - 1)
     b, r = np.asarray(base_last)[..., None], np.asarray(recent)[..., None]
-    return (j < b) | (j >= looks - r)
+    return ((j < b) | (j >= looks - r)) & (j >= 1)
 
 
 def dispersion_df(changes: int | np.ndarray) -> int | np.ndarray:

@@ -144,10 +144,13 @@ def test_the_batched_test_is_the_trigger_the_trainer_calls(noise):
 
 
 def detection_delays(before: float, after: float, *, seed: int, change: int = 10, noise: str = "sampling",
-                     process: float = 0.0) -> tuple[np.ndarray, float]:
+                     process: float = 0.0, start: float | None = None) -> tuple[np.ndarray, float]:
     """Looks after a step change until the first fire (runs that fired before the change dropped;
-    ``inf`` when never) and the share of runs that fired before the change."""
-    scores, counts = simulate(lambda t: np.where(t < change, before, after), spread=0.0, seed=seed, process=process)
+    ``inf`` when never) and the share of runs that fired before the change. ``start``: the level of
+    the first look (a warm start validated before training, as runs do), ``before`` from the second."""
+    first = before if start is None else start
+    scores, counts = simulate(lambda t: np.where(t == 0, first, np.where(t < change, before, after)), spread=0.0,
+                              seed=seed, process=process)
     fires = significance_fires(scores, counts, noise=noise)
     early = fires[:, :change].any(axis=1)
     post = fires[~early, change:]
@@ -239,25 +242,49 @@ def test_pooling_the_noise_keeps_the_rate_when_sources_move_differently():
 
 
 def test_measured_noise_still_detects_a_collapse():
-    """0.6 -> 0.2 at look 10 while the policy moves (logit sd 0.3): found within about ``val_window``
-    looks (one look alone is rarely past a t threshold with ~8 df, the pooled window is), almost never
-    before the change; a 0.6 -> 0.3 drop on sampling noise alone likewise, later than the sampling-noise
-    test's one look (above): the price of measuring the noise, paid where the KL trigger usually fires first."""
-    delays, early = detection_delays(0.6, 0.2, seed=31, noise="measured", process=0.3)
-    plain, early_plain = detection_delays(0.6, 0.3, seed=32, noise="measured")
+    """0.6 -> 0.2 at look 10 while the policy moves (logit sd 0.3), after a first look at 0.05 (the warm
+    start before training; the change out of it is the start of learning and measures no noise): found
+    within about ``val_window`` looks (one look alone is rarely past a t threshold with ~7 df, the pooled
+    window is), almost never before the change; a 0.6 -> 0.3 drop on sampling noise alone likewise,
+    later than the sampling-noise test's one look (above): the price of measuring the noise, paid where
+    the KL trigger usually fires first."""
+    delays, early = detection_delays(0.6, 0.2, seed=31, noise="measured", process=0.3, start=0.05)
+    plain, early_plain = detection_delays(0.6, 0.3, seed=32, noise="measured", start=0.05)
     print(f"\nmeasured noise, 0.6 -> 0.2 (moving): median delay {np.median(delays):g} looks, {np.mean(delays <= 4):.0%} "
           f"within 4, {np.mean(delays <= 6):.0%} within 6, fired before: {early:.1%}; 0.6 -> 0.3 (still): median {np.median(plain):g}, {np.mean(plain <= 4):.0%} within 4, fired before: "
           f"{early_plain:.1%}")
-    # once the drop is older than the window it enters the noise estimate, so most runs are found by then or not soon
-    assert np.median(delays) <= WINDOW and np.mean(delays <= WINDOW) >= 0.75
-    assert np.median(plain) <= WINDOW and np.mean(plain <= WINDOW) >= 0.75
+    # once the drop is older than the window it enters the noise estimate, so most runs are found by then or not
+    # soon (with the change out of the warm start counted as noise: 16% within 4 looks, median never)
+    assert np.median(delays) <= WINDOW and np.mean(delays <= WINDOW) >= 0.7
+    assert np.median(plain) <= WINDOW and np.mean(plain <= WINDOW) >= 0.7
     assert early <= 10 * ALPHA and early_plain <= 10 * ALPHA
+
+
+def test_a_collapse_of_every_level_after_learning_fires_at_the_first_look():
+    """The forced degradation of experiments/trigger_runs.py (seed 0, 16 problems x 4 samples per
+    level): five levels learnt from the warm start's look (0.016 ... 0) up to step 60, then a 20x
+    learning rate collapses every level to about 0 by the step-70 look. The change out of the warm
+    start's look is the start of learning, not noise: counted as noise it made the yardstick 12x
+    sampling and the collapse went unseen (z 3.7 < 4.1, then for two more looks)."""
+    levels = {"chain4": [0.016, 0.641, 0.641, 0.906, 0.734, 0.844, 0.875, 0.0],
+              "chain5": [0.031, 0.609, 0.812, 0.953, 0.75, 0.844, 0.859, 0.047],
+              "chain6": [0.047, 0.5, 0.625, 0.75, 0.688, 0.641, 0.656, 0.0],
+              "chain7": [0.0, 0.094, 0.234, 0.125, 0.516, 0.5, 0.578, 0.0],
+              "chain8": [0.0, 0.031, 0.0, 0.047, 0.062, 0.203, 0.25, 0.0]}
+    policy = ResetConfig(auto=True, triggers=["val_degradation"])
+    counts = {d: [64] * 8 for d in levels}
+    before = reset_policy.decide_reset(policy, step=61, val_histories={d: h[:7] for d, h in levels.items()},
+                                       val_counts={d: c[:7] for d, c in counts.items()})
+    after = reset_policy.decide_reset(policy, step=71, val_histories=levels, val_counts=counts)
+    assert not before.fired, before.cause
+    assert after.fired and "last eval (8 in all) 0 (n=64)" in after.cause, after.cause
 
 
 def test_the_noise_is_measured_on_the_whole_history_across_resets():
     """decide_reset cuts the validations at the last reset for the comparison, not for the noise: two
     looks since a reset are judged with the noise of the run's 14 looks (the 12 changes up to the
-    baseline block, the look before the drop: a t threshold with 11 df), where the cut history alone
+    baseline block, the look before the drop, less the one out of the first look: a t threshold with
+    10 df), where the cut history alone
     would leave nothing to measure."""
     rng = np.random.default_rng(0)
     hist = list(0.7 + 0.1 * rng.standard_normal(12)) + [0.7, 0.3]
@@ -265,7 +292,7 @@ def test_the_noise_is_measured_on_the_whole_history_across_resets():
     policy = ResetConfig(auto=True, triggers=["val_degradation"])
     d = reset_policy.decide_reset(policy, step=200, val_histories={"a": hist}, val_counts={"a": counts},
                                   steps_since_last_reset=60, evals_since_last_reset=2)
-    assert "last eval (2 in all)" in d.cause and "(measured), t with 11 df" in d.cause, d.cause
+    assert "last eval (2 in all)" in d.cause and "(measured), t with 10 df" in d.cause, d.cause
     alone = val_degradation_test(hist[-2:], counts[-2:])
     assert not alone.fired and "noise not measured yet: fewer than 3 changes" in alone.cause, alone.cause
 
@@ -280,15 +307,17 @@ def test_a_drop_does_not_widen_its_own_yardstick():
     assert fired == [False] * 7 + [True], fired
     s, n = np.array(hist) * 32, np.array(counts, float)
     r = drop_test(s, n, window=WINDOW, alpha=ALPHA, noise="measured")
-    assert r.fired and r.df == 6 and float(r.dispersion) == 1.0  # 4 changes before the block end, 3 inside the window
+    # 4 changes before the block end less the one out of the first look, 3 inside the window: 6 changes, 5 df
+    assert r.fired and r.df == 5 and float(r.dispersion) == 1.0
     phi_all, k = look_dispersion(s, n)
     widened = drop_test(s, n, window=WINDOW, alpha=ALPHA, noise="measured", dispersion=(phi_all, k - 1))
     assert phi_all > 5 and not widened.fired, (phi_all, widened.z, widened.threshold)
 
 
 def test_noise_changes_leave_out_those_between_block_and_window():
-    assert noise_changes(8, 2, 3).tolist() == [True, True, False, False, False, True, True]
-    assert noise_changes(6, np.array([0, 4]), np.array([1, 1])).tolist() == [[False] * 5, [True] * 4 + [False]]
+    # the change out of the first look (the start of learning) never measures the noise
+    assert noise_changes(8, 2, 3).tolist() == [False, True, False, False, False, True, True]
+    assert noise_changes(6, np.array([0, 4]), np.array([1, 1])).tolist() == [[False] * 5, [False] + [True] * 3 + [False]]
 
 
 def test_student_t_tail_and_quantile_match_the_tables():
