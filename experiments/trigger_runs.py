@@ -336,7 +336,7 @@ def section(res: dict, reading: str = "") -> str:
                                                                   else "") + ". "
           f"Setting: the plan's `reset_timing` setting (chain warm start on chain4-8, 40-token responses, KL 0.01, "
           f"16 prompts x 8 samples, validation every 10 steps on 5 levels x 16 problems x 4 samples), one thread per "
-          f"run, two runs at a time on the 2 shared cores. **New triggers, live**: `{' '.join(res['new'])}` "
+          f"run, two or three runs at a time on the 2 shared cores. **New triggers, live**: `{' '.join(res['new'])}` "
           f"(the statistical defaults: significance test at `reset.false_alarm_rate` 0.01 per validation against "
           f"each level's measured look-to-look noise (`reset.val_noise=measured`), KL robust z > 6, entropy collapse; `val_plateau` left out since a plateau is what it is meant to fire on). "
           f"**Old rules, replayed** on the same recorded curves (`reset_timing`'s AUTO arm without the plateau "

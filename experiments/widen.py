@@ -208,12 +208,13 @@ def gather(out: Path, steps: int, quick: bool) -> dict:
     return res
 
 
-def restore(out: Path, stored: Path = RESULTS_DIR / "results.json") -> int:
-    """Write the stored results' summaries (warm start and every run) into ``out`` where ``out`` lacks
-    them, so that a fresh checkout adds seeds or arms next to the stored runs instead of redoing them
-    (the run directories themselves are not kept). Returns the number of summaries written."""
+def restore(out: Path, stored: Path = RESULTS_DIR / "results.json", warm: str = "warmstart") -> int:
+    """Write the stored results' summaries (the warm start's into ``out/warm``, and every run's) into
+    ``out`` where ``out`` lacks them, so that a fresh checkout adds seeds or arms next to the stored
+    runs instead of redoing them (the run directories themselves are not kept). Returns the number
+    of summaries written."""
     res, n = json.loads(stored.read_text()), 0
-    targets = [(out / "warmstart" / "summary.json", res["warmstart"])]
+    targets = [(out / warm / "summary.json", res["warmstart"])]
     targets += [(out / slug(arm) / f"seed{r['seed']}" / "summary.json", r) for arm, runs in res["arms"].items() for r in runs]
     for path, summary in targets:
         if not path.exists():

@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE / "plan"))  # common (summarise_run, run_queue), rep
 
 import boundary_expansion as bx  # noqa: E402
 from widen import ARMS as PRESET_ARMS  # noqa: E402
-from widen import CURVES, _head, ms, readings, slug  # noqa: E402
+from widen import CURVES, _head, ms, readings, restore, slug  # noqa: E402
 
 # the objectives as on the preset; ``defaults`` is the preset's own precision arm (pinned here anyway)
 ARMS = {a: o for a, o in PRESET_ARMS.items() if a != "defaults"}
