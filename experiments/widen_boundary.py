@@ -16,6 +16,7 @@ the time per step; ``OUT/results.json`` gathers them. ``--report`` writes
 
     python experiments/widen_boundary.py --out runs/widen_boundary --jobs 3 --report   # builds OUT/warmstart
     python experiments/widen_boundary.py --quick --out /tmp/wb   # a smoke run in about a minute
+    python experiments/widen_boundary.py --restore --arms passk4 none --seeds 3 4 --report   # more seeds
 """
 
 from __future__ import annotations
@@ -262,8 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true", help="only regenerate the report from OUT's summaries")
     ap.add_argument("--results-md", default=str(RESULTS_MD))
     ap.add_argument("--figures", default=str(RESULTS_DIR))
+    ap.add_argument("--restore", action="store_true",
+                    help="first copy the stored runs' summaries (experiments/widen_boundary_results/results.json) into OUT")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.restore:
+        print(f"restored {restore(out, RESULTS_DIR / 'results.json', warm='warmstart_eval')} stored summaries into {out}")
     warm = Path(args.warmstart) if args.warmstart else out / "warmstart"
     if args.report_only:
         gather(out, args.quick)
