@@ -16,7 +16,8 @@ import trigger_false_alarms  # noqa: E402
 def test_replay_of_the_stored_runs(capsys):
     trigger_false_alarms.main([])
     out = capsys.readouterr().out
-    assert out.startswith("57 runs") and "samples per level-validation: [64]" in out
+    runs = re.match(r"(\d+) runs", out)
+    assert runs and int(runs.group(1)) >= 57 and "samples per level-validation: [64]" in out, out[:200]
     resets = {name: float(per_run) for name, per_run in
               re.findall(r"^  ((?:margin|significance)[^\n]*?)\s+\d+\s+\d+\s+[\d.]+\s+\d+\s+([\d.]+)$", out, re.M)}
     assert len(resets) == 4, out  # two margin rules, the significance test against sampling and measured noise
@@ -24,6 +25,6 @@ def test_replay_of_the_stored_runs(capsys):
     measured = next(v for k, v in resets.items() if k.startswith("significance") and "measured" in k)
     assert all(sampling < v / 2 for k, v in resets.items() if k.startswith("margin")), resets
     # the default judges a drop against each level's own look-to-look noise: it fires on none of these
-    # healthy-or-plateaued runs, fewer than the sampling-noise test
+    # healthy-or-plateaued runs (57 when written, 60 with the statistical-triggers arm), fewer than the sampling-noise test
     assert measured == 0.0 < sampling, resets
     assert "kl_spike robust z" in out and "entropy_collapse" in out
