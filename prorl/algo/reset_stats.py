@@ -74,7 +74,7 @@ Here a degradation is declared only when a one-sided test says so at a per-look 
   degrees of freedom) or on a level whose healthy dips are deep, a drop must be deeper to pass the
   threshold (on the forced collapses of ``experiments/RESULTS.md``, every level to about 0, it fires
   at the first look after the collapse; before the first change was left out, the initial learning
-  jump widened the yardstick so much that five of six went unseen for three looks). Either noise has the
+  jump widened the yardstick so much that five of six went unseen to the end of their runs). Either noise has the
   remaining limits: after a rollback the restored checkpoint's score, itself the best of several, is the first
   baseline, which favours firing a little. With infra errors the prompts have unequal scored
   counts and ``num_scored`` slightly overstates the effective sample size (at most 10% are
@@ -200,7 +200,7 @@ def noise_changes(looks: int, base_last: np.ndarray | int, recent: np.ndarray | 
     first look is left out too: it carries the start of learning (from the warm start's validation
     before any update, or the re-learning after a reset), the largest systematic move of a run,
     which is not noise (kept in, it made the yardstick of a whole run so wide that a collapse of
-    every level to 0 went unseen for three looks)."""
+    every level to 0 went unseen for the two looks its 90-step run had left)."""
     j = np.arange(looks - 1)
     b, r = np.asarray(base_last)[..., None], np.asarray(recent)[..., None]
     return ((j < b) | (j >= looks - r)) & (j >= 1)

@@ -265,7 +265,7 @@ def test_a_collapse_of_every_level_after_learning_fires_at_the_first_look():
     level): five levels learnt from the warm start's look (0.016 ... 0) up to step 60, then a 20x
     learning rate collapses every level to about 0 by the step-70 look. The change out of the warm
     start's look is the start of learning, not noise: counted as noise it made the yardstick 12x
-    sampling and the collapse went unseen (z 3.7 < 4.1, then for two more looks)."""
+    sampling and the collapse went unseen (z 3.7 < 4.1 at this look and the next)."""
     levels = {"chain4": [0.016, 0.641, 0.641, 0.906, 0.734, 0.844, 0.875, 0.0],
               "chain5": [0.031, 0.609, 0.812, 0.953, 0.75, 0.844, 0.859, 0.047],
               "chain6": [0.047, 0.5, 0.625, 0.75, 0.688, 0.641, 0.656, 0.0],
