@@ -213,15 +213,12 @@ def restore(out: Path, stored: Path = RESULTS_DIR / "results.json", warm: str = 
     ``out`` where ``out`` lacks them, so that a fresh checkout adds seeds or arms next to the stored
     runs instead of redoing them (the run directories themselves are not kept). Returns the number
     of summaries written."""
-    res, n = json.loads(stored.read_text()), 0
+    from common import write_missing
+
+    res = json.loads(stored.read_text())
     targets = [(out / warm / "summary.json", res["warmstart"])]
     targets += [(out / slug(arm) / f"seed{r['seed']}" / "summary.json", r) for arm, runs in res["arms"].items() for r in runs]
-    for path, summary in targets:
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary))
-            n += 1
-    return n
+    return write_missing(targets)
 
 
 def run_all(arms: list[str], seeds: list[int], out: Path, *, quick: bool, steps: int, jobs: int) -> dict:

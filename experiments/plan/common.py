@@ -294,21 +294,23 @@ def restore(exps: list[Experiment], out: Path, stored: Path = HERE / "results") 
     """Write the stored results' run summaries (``stored/<experiment>/results.json``) into ``out``
     where ``out`` lacks them, so that a fresh checkout runs a new arm or seed next to the stored runs
     instead of redoing them (the run directories themselves are not kept). Returns how many."""
-    n = 0
+    targets = []
     for exp in exps:
         path = stored / exp.name / "results.json"
-        if not path.exists():
-            continue
-        for arm, runs in json.loads(path.read_text())["arms"].items():
-            if arm not in exp.arms:
-                continue
-            for r in runs:
-                dst = run_dir(out, exp, arm, int(r["seed"])) / "summary.json"
-                if not dst.exists():
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    dst.write_text(json.dumps(r))
-                    n += 1
-    return n
+        if path.exists():
+            targets += [(run_dir(out, exp, arm, int(r["seed"])) / "summary.json", r)
+                        for arm, runs in json.loads(path.read_text())["arms"].items() if arm in exp.arms for r in runs]
+    return write_missing(targets)
+
+
+def write_missing(targets: list[tuple[Path, dict]]) -> int:
+    """Write each ``(path, summary)`` whose path does not exist yet (a restore never overwrites a run of
+    this checkout); returns how many were written."""
+    missing = [(path, summary) for path, summary in targets if not path.exists()]
+    for path, summary in missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary))
+    return len(missing)
 
 
 def main(exps: list[Experiment], argv: list[str] | None = None, doc: str = "") -> int:

@@ -342,13 +342,14 @@ def kl_spike_robust(
     # each earlier step judged against at least 3 steps before it (fewer make a median too noisy)
     surprises = [a[t] - np.median(a[max(0, t - window) : t])
                  for t in range(max(3, len(a) - 1 - noise_window), len(a) - 1)] if noise_window else []
-    if len(surprises) >= 2:  # judged against the typical surprise: a steady trend's is not zero
+    measured = len(surprises) >= 2
+    if measured:  # judged against the typical surprise: a steady trend's is not zero
         typical, scale = reset_stats.robust_location_scale(surprises)
         med += typical
     zval = (float(a[-1]) - med) / scale
     fired = zval > z and latest > abs_floor
     why = f"> {z:g}" if fired else (f"<= {z:g}" if zval <= z else f"but kl <= floor {abs_floor:g}")
-    noise = f", noise of {len(surprises)} steps" if len(surprises) >= 2 else ""
+    noise = f", noise of {len(surprises)} steps" if measured else ""
     cause = (f"kl_spike: kl={_fmt(latest)} at robust z={zval:.3g} {why} "
              f"(median {_fmt(statistics.median(previous))}, window {len(previous)}{noise})")
     return TriggerResult(fired, cause, "kl_spike", statistic=zval, threshold=z)
