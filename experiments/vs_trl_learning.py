@@ -22,8 +22,18 @@ chain5 / chain6, 32 prompts x 16 samples, temperature 0.6, top-p 0.95, at most 4
 "steps" are batches of 16 prompts x 8 samples (TRL: optimizer steps / 2). Writes ``OUT/results.json``,
 ``OUT/table.md`` (plus prorl - TRL per mark), ``OUT/vs_trl_learning.png``; arm logs in ``OUT/ARM.log``.
 
+``--task boundary`` (issue 21 section 3) runs the same comparison on the boundary experiment: the
+number-coverage warm start (``--warmstart``, built by ``boundary_expansion.py`` when missing), the last
+stage's mix (chain3 at weight 0.5, chain7-9; TRL gets the same mixture as row counts, ``trl_rows``) with
+48 new tokens, marks at 5 / 15 / 30 minutes, scored on held-out chain9 (32 prompts x 64 samples, 48 tokens).
+``--seed`` sets both arms' seed; ``--report`` stores ``results.json`` as
+``experiments/vs_trl_results/TASK_seedS.json`` and regenerates the RESULTS.md section over the stored seeds
+(``experiments/vs_trl_report.py``).
+
     python experiments/vs_trl_learning.py --out runs/vs_trl_learning [--minutes 10] [--marks 2 5 10]
                                           [--trl-venv DIR] [--eval-only] [--quick]
+    python experiments/vs_trl_learning.py --task boundary --seed 0 --warmstart runs/widen_boundary/warmstart \
+                                          --out runs/vs_trl_boundary_s0 --report
 """
 
 from __future__ import annotations
@@ -44,20 +54,42 @@ sys.path[:0] = [str(ROOT / "benchmarks"), str(HERE)]
 from vs_trl import DEFAULT_TRL_VENV, ArmProcess, ensure_trl_venv  # noqa: E402  (stdlib-only at import)
 
 WARM = ROOT / "prorl" / "assets" / "chain-warmstart"
-TRAIN_LEVELS = ("chain3", "chain4", "chain5", "chain6")
-EVAL_LEVELS = ("chain5", "chain6")
 ARMS = ("trl", "prorl")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What both arms train on and how they are scored: levels, their mixture weights, held-out levels."""
+
+    train_levels: tuple[str, ...]
+    eval_levels: tuple[str, ...]
+    weights: tuple[float, ...] | None = None  # mixture weight per train level (None: equal)
+    max_new_tokens: int = 32
+    eval_k: int = 16
+    eval_max_new_tokens: int = 40
+    marks: tuple[float, ...] = (2.0, 5.0, 10.0)
+
+
+TASKS = {
+    # issue 9's comparison: the shipped chain warm start on chain3-6
+    "chains": Task(("chain3", "chain4", "chain5", "chain6"), ("chain5", "chain6")),
+    # the boundary experiment (issue 21 section 3): the number-coverage warm start, the recipe's last-stage mix
+    # (chain3 at weight 0.5, chain7-9) with its 48-token limit from step 1 (= its no-curriculum arm: TRL has no
+    # stages), scored on held-out chain9 at pass@64 as the boundary runs are
+    "boundary": Task(("chain3", "chain7", "chain8", "chain9"), ("chain9",), (0.5, 1.0, 1.0, 1.0), max_new_tokens=48,
+                     eval_k=64, eval_max_new_tokens=48, marks=(5.0, 15.0, 30.0)),
+}
 
 
 @dataclass(frozen=True)
 class Setting:
     """The hyper-parameters both arms share."""
 
+    task: str = "chains"
     prompts: int = 16
     n: int = 8
     updates: int = 2  # optimizer updates per batch of prompts x n samples
     temperature: float = 1.2
-    max_new_tokens: int = 32
     lr: float = 2e-4
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -69,12 +101,16 @@ class Setting:
     train_size: int = 3000  # per level, capped by prorl at 80% of a level's train split (1140 for chain3-7)
 
 
-def prorl_overrides(s: Setting, run_dir: Path) -> list[str]:
+def prorl_overrides(s: Setting, run_dir: Path, warm: Path = WARM) -> list[str]:
     """prorl's config (over the tiny preset, as ``experiments/plan/common.py``'s BASE) for ``s``."""
+    task = TASKS[s.task]
+    weights = [] if task.weights is None else ["data.domain_weights={" + ", ".join(
+        f"builtin/{lvl}: {w}" for lvl, w in zip(task.train_levels, task.weights)) + "}"]
     return [
-        f"model.path={WARM}", f"data.builtin_tasks=[{', '.join(TRAIN_LEVELS)}]", f"data.builtin_train_size={s.train_size}",
+        f"model.path={warm}", f"data.builtin_tasks=[{', '.join(task.train_levels)}]", *weights,
+        f"data.builtin_train_size={s.train_size}",
         "data.builtin_val_size=64", "data.max_prompt_length=64", f"rollout.n={s.n}", f"rollout.temperature={s.temperature}",
-        "rollout.top_p=1.0", f"rollout.max_response_length={s.max_new_tokens}", f"algo.kl_coef={s.beta}",
+        "rollout.top_p=1.0", f"rollout.max_response_length={task.max_new_tokens}", f"algo.kl_coef={s.beta}",
         "algo.kl_estimator=k3", f"algo.eps_low={s.eps_low}", f"algo.eps_high={s.eps_high}", "algo.clip_ratio_c=none",
         "algo.loss_agg_mode=token-mean", "algo.entropy_coef=0.0", "algo.dynamic_sampling=true", "algo.max_gen_rounds=4",
         f"actor.lr={s.lr}",
@@ -126,7 +162,7 @@ def prorl_worker(spec: dict) -> dict:
     from prorl.trainer.controller import Trainer
 
     s = Setting(**spec["setting"])
-    cfg = load_config(None, prorl_overrides(s, Path(spec["run_dir"])))
+    cfg = load_config(None, prorl_overrides(s, Path(spec["run_dir"]), Path(spec["model_dir"])))
     saver = MarkSaver(spec)
 
     class SaveAtMarks:
@@ -182,7 +218,7 @@ def trl_worker(spec: dict) -> dict:
     cfg = GRPOConfig(
         output_dir=spec["run_dir"], max_steps=10**7, per_device_train_batch_size=s.prompts * s.n // s.updates,
         gradient_accumulation_steps=1, steps_per_generation=s.updates, num_iterations=1, num_generations=s.n,
-        max_completion_length=s.max_new_tokens, temperature=s.temperature, top_p=1.0, top_k=0, beta=s.beta,
+        max_completion_length=TASKS[s.task].max_new_tokens, temperature=s.temperature, top_p=1.0, top_k=0, beta=s.beta,
         epsilon=s.eps_low, epsilon_high=s.eps_high, loss_type="dapo", scale_rewards="group", learning_rate=s.lr,
         lr_scheduler_type="constant", warmup_steps=0, weight_decay=s.weight_decay, adam_beta1=0.9, adam_beta2=0.999,
         max_grad_norm=s.grad_clip, seed=s.seed, use_cpu=True, bf16=False, logging_steps=1, save_strategy="no",
@@ -195,25 +231,42 @@ def trl_worker(spec: dict) -> dict:
                                   "torch": torch.__version__})
 
 
-def run_arms(out: Path, s: Setting, marks: list[float], trl_venv: Path) -> dict[str, dict]:
+def trl_rows(rows: list[dict], task: Task) -> list[dict]:
+    """prorl's training rows with the task's mixture as row counts (TRL samples its dataset uniformly, prorl
+    draws each level with probability proportional to its weight): level ``i`` keeps its first
+    ``weights[i] * M`` rows, M as large as every level's rows allow."""
+    if task.weights is None:
+        return rows
+    weight = {f"builtin/{lvl}": w for lvl, w in zip(task.train_levels, task.weights)}
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["data_source"], []).append(r)
+    m = min(len(rs) / weight[src] for src, rs in by.items())
+    kept = {id(r) for src, rs in by.items() for r in rs[:round(weight[src] * m)]}
+    return [r for r in rows if id(r) in kept]
+
+
+def run_arms(out: Path, s: Setting, marks: list[float], trl_venv: Path, warm: Path) -> dict[str, dict]:
     """Both arms at once, each in a fresh subprocess timed from its own start; their result dicts."""
     from prorl.config import load_config
     from prorl.trainer.setup import load_dataset_rows
 
-    rows, _ = load_dataset_rows(load_config(None, prorl_overrides(s, out / "prorl" / "run")))
+    rows, _ = load_dataset_rows(load_config(None, prorl_overrides(s, out / "prorl" / "run", warm)))
+    rows = trl_rows(rows, TASKS[s.task])
     data = out / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     pythons = {"trl": str(ensure_trl_venv(trl_venv)), "prorl": sys.executable}
     procs = {}
     for arm in ARMS:
         spec = {"setting": dataclasses.asdict(s), "marks": marks, "out": str(out / arm), "run_dir": str(out / arm / "run"),
-                "model_dir": str(WARM), "data": str(data), "t0": time.time()}
+                "model_dir": str(warm), "data": str(data), "t0": time.time()}
         procs[arm] = ArmProcess(arm, pythons[arm], spec, out, lockstep=False, script=Path(__file__).resolve())
     print(f"training both arms for {marks[-1]:g} min ({len(rows)} training prompts); logs in {out}/ARM.log", flush=True)
     return {arm: p.finish() for arm, p in procs.items()}
 
 
-def evaluate_all(out: Path, arms: dict[str, dict], tasks: dict[str, tuple[int, int]], max_new_tokens: int) -> list[dict]:
+def evaluate_all(out: Path, arms: dict[str, dict], tasks: dict[str, tuple[int, int]], max_new_tokens: int,
+                 warm: Path = WARM) -> list[dict]:
     """Evaluate the warm start and every saved policy the same way; one row per (arm, mark)."""
     import torch
     from transformers.utils import logging as hf_logging
@@ -223,7 +276,7 @@ def evaluate_all(out: Path, arms: dict[str, dict], tasks: dict[str, tuple[int, i
     torch.set_num_threads(1)
     hf_logging.disable_progress_bar()
     prompts, k = max(p for p, _ in tasks.values()), max(kk for _, kk in tasks.values())
-    todo = [("warm start", {"minutes": 0.0, "steps": 0, "samples": 0, "at_s": 0.0, "path": str(WARM)})]
+    todo = [("warm start", {"minutes": 0.0, "steps": 0, "samples": 0, "at_s": 0.0, "path": str(warm)})]
     todo += [(arm, m) for arm in ARMS for m in arms[arm]["marks"]]
     rows = []
     for arm, m in todo:
@@ -297,40 +350,62 @@ def plot(rows: list[dict], out_png: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/vs_trl_learning"))
-    ap.add_argument("--minutes", type=float, default=10.0, help="training wall-clock per arm (the last mark)")
-    ap.add_argument("--marks", type=float, nargs="+", default=[2.0, 5.0, 10.0], help="checkpoint marks, minutes")
+    ap.add_argument("--task", choices=sorted(TASKS), default="chains",
+                    help="chains: the shipped warm start on chain3-6; boundary: the boundary experiment's warm start, "
+                         "mix and chain9 pass@64")
+    ap.add_argument("--seed", type=int, default=0, help="both arms' seed")
+    ap.add_argument("--warmstart", type=Path,
+                    help="the boundary task's warm start (default runs/boundary_wide/warmstart, built when missing)")
+    ap.add_argument("--minutes", type=float, help="training wall-clock per arm, the last mark (default: the task's)")
+    ap.add_argument("--marks", type=float, nargs="+", help="checkpoint marks, minutes (default: the task's)")
     ap.add_argument("--eval-prompts", type=int, default=32, help="held-out prompts per level")
-    ap.add_argument("-k", type=int, default=16, help="samples per held-out prompt (pass@1 and pass@k)")
-    ap.add_argument("--eval-max-new-tokens", type=int, default=40)
+    ap.add_argument("-k", type=int, help="samples per held-out prompt (pass@1 and pass@k; default: the task's)")
+    ap.add_argument("--eval-max-new-tokens", type=int, help="default: the task's")
     ap.add_argument("--trl-venv", type=Path, default=DEFAULT_TRL_VENV, help="TRL's venv (created when missing)")
     ap.add_argument("--eval-only", action="store_true", help="reuse OUT's trained arms; (re-)evaluate and report")
     ap.add_argument("--quick", action="store_true", help="smoke run: marks 0.2 0.4, evals 4 prompts x 4 samples")
+    ap.add_argument("--report", action="store_true", help="store results.json as experiments/vs_trl_results/"
+                    "TASK_seedS.json and regenerate RESULTS.md's section over the stored seeds")
     args = ap.parse_args(argv)
+    task = TASKS[args.task]
+    args.marks = list(args.marks or task.marks)
+    args.minutes = args.minutes or args.marks[-1]
+    args.k, args.eval_max_new_tokens = args.k or task.eval_k, args.eval_max_new_tokens or task.eval_max_new_tokens
     if args.quick:
         args.marks, args.minutes, args.eval_prompts, args.k = [0.2, 0.4], 0.4, 4, 4
     marks = sorted(m for m in args.marks if m < args.minutes) + [args.minutes]
-    out, setting = args.out.resolve(), Setting()
+    out, setting = args.out.resolve(), Setting(task=args.task, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
+    warm = WARM
+    if args.task == "boundary":
+        from boundary_expansion import build_warmstart
+
+        warm = build_warmstart((args.warmstart or ROOT / "runs" / "boundary_wide" / "warmstart").resolve(), quick=args.quick)
     t = time.time()
     if args.eval_only:
         arms = {arm: json.loads((out / f"{arm}-out.json").read_text()) for arm in ARMS}
     else:
-        arms = run_arms(out, setting, marks, args.trl_venv)
+        arms = run_arms(out, setting, marks, args.trl_venv, warm)
     for arm in ARMS:
         print(f"{arm}: first step done at {arms[arm]['first_step_end_s']:.0f} s; "
               + ", ".join(f"{m['minutes']:g} min: {m['steps']} steps" for m in arms[arm]["marks"]), flush=True)
-    tasks = {lvl: (args.eval_prompts, args.k) for lvl in EVAL_LEVELS}
-    rows = evaluate_all(out, arms, tasks, args.eval_max_new_tokens)
+    tasks = {lvl: (args.eval_prompts, args.k) for lvl in task.eval_levels}
+    rows = evaluate_all(out, arms, tasks, args.eval_max_new_tokens, warm)
     md = table(rows) + "\n\n" + "\n".join(comparison(rows))
     results = {"setting": dataclasses.asdict(setting), "marks": [m["minutes"] for m in arms["prorl"]["marks"]],
                "eval_tasks": {k: list(v) for k, v in tasks.items()}, "eval_max_new_tokens": args.eval_max_new_tokens,
-               "arms": arms, "rows": rows,
-               "prorl_overrides": prorl_overrides(setting, out / "prorl" / "run")}
+               "warmstart": str(warm), "arms": arms, "rows": rows,
+               "prorl_overrides": prorl_overrides(setting, out / "prorl" / "run", warm)}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "table.md").write_text(md + "\n")
     plot(rows, out / "vs_trl_learning.png")
     print(md)
     print(f"done in {(time.time() - t) / 60:.1f} min; {out}/results.json, table.md, vs_trl_learning.png", flush=True)
+    if args.report and not args.quick:
+        import vs_trl_report
+
+        (vs_trl_report.RESULTS_DIR / f"{args.task}_seed{args.seed}.json").write_text(json.dumps(results, indent=1))
+        vs_trl_report.write()
     return results
 
 
