@@ -147,12 +147,15 @@ def evaluate(out: Path, args: argparse.Namespace, start: Path) -> list[dict]:
 
     rows = [{"n": "start", "seed": "-", "kind": "start", "mark": 0, "step": 0, "updates": 0, "tokens": 0, "samples": 0,
              "cpu_s": 0.0, **score(start, out / "eval_start.json")}]
+    wanted = {("tokens", round(f * args.tokens)) for f in args.token_fracs} | {("cpu_s", args.cpu_minutes * 60)}
     for n in args.ns:
         for s in args.seeds:
             d = out / f"n{n}" / f"seed{s}"
             if not (d / "done.json").exists():
                 continue
             for m in json.loads((d / "done.json").read_text())["marks"]:
+                if (m["kind"], m["mark"]) not in wanted:  # a run measured with more marks than this report's
+                    continue
                 row = {"n": n, "seed": s, **{k: v for k, v in m.items() if k != "path"}}
                 row |= score(Path(m["path"]), d / f"eval_{m['kind']}_{m['mark']:g}.json")
                 rows.append(row)
@@ -264,8 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--start-step", type=int, default=START_STEP, help="its checkpoint to continue from")
     ap.add_argument("--ns", type=int, nargs="+", default=list(NS), help="samples per prompt, one arm each")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--tokens", type=float, default=2.4e6, help="the generated-token budget of every arm")
-    ap.add_argument("--token-fracs", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="token marks, fractions of it")
+    ap.add_argument("--tokens", type=float, default=1.2e6, help="the generated-token budget of every arm")
+    ap.add_argument("--token-fracs", type=float, nargs="+", default=[0.5, 1.0], help="token marks, fractions of it")
     ap.add_argument("--cpu-minutes", type=float, default=8.0, help="the compute-time mark (process CPU minutes)")
     ap.add_argument("--jobs", type=int, default=3, help="continuations at a time (one thread each)")
     ap.add_argument("--nice", type=int, default=0, help="niceness of the continuations (CPU-time marks are load-proof)")
