@@ -113,14 +113,15 @@ def plot(data: dict, out_png: Path) -> None:
     fig.savefig(out_png, dpi=110)
 
 
-def write(results_md: Path = RESULTS_MD) -> str:
+def write(results_md: Path = RESULTS_MD, figdir: Path = RESULTS_DIR) -> str:
+    """The section, its figure in ``figdir``, and RESULTS.md with the section replaced."""
     sys.path.insert(0, str(HERE / "plan"))
     from report import replace_section
 
     data = load()
-    png = RESULTS_DIR / "boundary_seeds.png"
+    png = figdir / "boundary_seeds.png"
     plot(data, png)
-    rel = os.path.relpath(RESULTS_DIR, results_md.parent)
+    rel = os.path.relpath(figdir, results_md.parent)
     reading = RESULTS_DIR / "readings.md"
     md = [BEGIN, "", "## The boundary result over seeds: which ingredient holds it (issue 21 section 3)", "",
           "Every arm of the boundary experiment from the number-coverage warm start (chain9 pass@64 0-0.03), "

@@ -34,8 +34,9 @@ def test_table_counts_the_seeds_over_the_target_at_the_last_step(tmp_path, monke
 def test_the_stored_section_has_every_arm_and_its_seeds(tmp_path):
     md = tmp_path / "RESULTS.md"
     md.write_text("# Results\n")
-    new = bs.write(md)
+    new = bs.write(md, figdir=tmp_path)
     for arm, seeds in [("recipe_passk4", 5), ("recipe_grpo", 5), ("no_resets", 3), ("no_curriculum", 3)]:
         line = next(ln for ln in new.splitlines() if ln.startswith(f"| {bs.ARMS[arm]} |"))
         assert line.split(" | ")[1] == str(seeds), line
     assert md.read_text().startswith("# Results") and bs.BEGIN in md.read_text()
+    assert (tmp_path / "boundary_seeds.png").stat().st_size > 0
