@@ -198,14 +198,16 @@ def table(rows: list[dict], summary: list[dict]) -> str:
 
 
 def plot(rows: list[dict], args: argparse.Namespace, out_png: Path) -> None:
-    """chain9 pass@1 and pass@k against generated tokens, one line per n (seed means, seeds as dots)."""
+    """pass@k of each scored level against generated tokens (one line per n: seed means, seeds as dots), and
+    every level's pass@k at the CPU-time mark per n."""
     from matplotlib.figure import Figure
 
-    start = rows[0]
-    fig = Figure(figsize=(11, 4))
-    axes = fig.subplots(1, 2)
-    for ax, metric in zip(axes, (f"chain9 pass@1", f"chain9 pass@{args.k}")):
-        for n, color in zip(args.ns, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+    start, colors = rows[0], ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    metrics = [f"{lvl} pass@{args.k}" for lvl in EVAL_LEVELS]
+    fig = Figure(figsize=(5 * (len(metrics) + 1), 4))
+    axes = fig.subplots(1, len(metrics) + 1, sharey=True)
+    for ax, metric in zip(axes, metrics):
+        for n, color in zip(args.ns, colors):
             rs = [r for r in rows if r["n"] == n and r["kind"] == "tokens"]
             marks = sorted({r["mark"] for r in rs})
             if not marks:
@@ -213,8 +215,22 @@ def plot(rows: list[dict], args: argparse.Namespace, out_png: Path) -> None:
             means = [statistics.mean(r[metric] for r in rs if r["mark"] == m) for m in marks]
             ax.plot([0] + [m / 1e6 for m in marks], [start[metric]] + means, "-o", color=color, label=f"n = {n}")
             ax.scatter([r["mark"] / 1e6 for r in rs], [r[metric] for r in rs], color=color, s=10, alpha=0.5)
-        ax.set(title=f"held-out {metric}", xlabel="generated tokens (millions) since the plateau", ylim=(0, 1))
+        ax.set(title=f"held-out {metric} at equal generated tokens", xlabel="generated tokens (millions) since the plateau",
+               ylim=(0, 1.02))
         ax.legend(fontsize=8)
+    ax = axes[-1]
+    for j, (metric, marker) in enumerate(zip(metrics, ("s", "o", "^"))):
+        ax.axhline(start[metric], color="grey", ls=":", lw=1)
+        for i, (n, color) in enumerate(zip(args.ns, colors)):
+            vals = [r[metric] for r in rows if r["n"] == n and r["kind"] == "cpu_s"]
+            if vals:
+                x = i + 0.2 * (j - 0.5)
+                ax.scatter([x] * len(vals), vals, color=color, marker=marker, s=14, alpha=0.5)
+                ax.scatter([x], [statistics.mean(vals)], color=color, marker=marker, s=60,
+                           label=metric if i == 0 else None, edgecolors="black")
+    ax.set_xticks(range(len(args.ns)), [f"n = {n}" for n in args.ns])
+    ax.set(title=f"at {args.cpu_minutes:g} CPU minutes (dotted: the start)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
 
