@@ -9,10 +9,16 @@
    ``prorl plot --passk`` (``OUT/seedS/passk.png``), and response length, entropy and held-out
    accuracy over the run (``OUT/seedS/run.png``).
 
+With ``--select-best`` the run validates on problems the evaluation never sees (held-out rows after the
+evaluated ones, ``OUT/selection_val.jsonl``) and checkpoints at every validation, so the trainer's best
+checkpoint (its rollback target: the best blended validation) is the best validated policy; that checkpoint
+is evaluated too, as the run's selected result (``"selected": "best"``).
+
 Every number comes from real runs of ``prorl.trainer.controller.train`` and ``prorl.trainer.evaluate``.
 
     python experiments/boundary_expansion.py --out runs/boundary --seeds 0 1 2
     python experiments/boundary_expansion.py --out runs/boundary_quick --quick   # smoke run
+    python experiments/boundary_expansion.py --out runs/bw_best --select-best --ablation no_curriculum
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 
 RECIPE = Path(__file__).resolve().parent / "boundary" / "recipe.yaml"
 EASY = ("chain2", "chain3", "chain4")
+EVAL_POOL = 64  # held-out rows per level (the trainer's data.builtin_val_size); the evaluation takes the first ones
 HARD = "chain9"
 # the warm start: the noisy step-wise teacher on the easy levels only (see recipe.yaml)
 # (number_coverage: easy problems that start above 36, so the warm start has also written the numbers up to 99
@@ -65,7 +72,7 @@ def eval_model(model: str | Path, tasks: dict[str, tuple[int, int]], out_json: P
     with RewardScorer(num_workers=1, timeout_s=10.0) as scorer:
         for task, (prompts, k) in tasks.items():
             torch.manual_seed(seed)
-            examples, _ = build_examples(generate_rows(task, 64, 1234, "val")[:prompts], tok, max_prompt_length=10**9)
+            examples, _ = build_examples(generate_rows(task, EVAL_POOL, 1234, "val")[:prompts], tok, max_prompt_length=10**9)
             results |= evaluate(engine, tok, scorer, examples, n=k, temperature=temperature, top_p=top_p,
                                 max_new_tokens=max_new_tokens)
     results.pop("all", None)
@@ -117,6 +124,32 @@ def plot_run_curves(run_dir: Path, out_png: Path, hard: str) -> None:
     fig.savefig(out_png, dpi=100)
 
 
+def write_selection_split(path: Path, tasks: list[str], skip: int, prompts: int) -> Path:
+    """Held-out rows ``skip .. skip + prompts`` of every task (the evaluation takes the first ``skip``):
+    what a run validates on when its best checkpoint must be chosen without seeing the evaluation."""
+    from prorl.data.builtin_tasks import generate_rows
+
+    rows = []
+    for task in tasks:
+        val = generate_rows(task, EVAL_POOL, 1234, "val")  # the rows eval_model takes its first ones from
+        chosen, evaluated = val[skip:skip + prompts], {r["prompt"][-1]["content"] for r in val[:skip]}
+        if len(chosen) < prompts or any(r["prompt"][-1]["content"] in evaluated for r in chosen):
+            raise ValueError(f"{task}: no {prompts} held-out problems left after the {skip} evaluated ones")
+        rows += chosen
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def best_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """The trainer's best checkpoint (by validation) as its last checkpoint records it."""
+    from prorl.trainer.checkpoint import latest_checkpoint, load_trainer_state
+
+    last = latest_checkpoint(run_dir)
+    step = load_trainer_state(last).get("best_ckpt_step") if last else None
+    return (step, run_dir / "checkpoints" / f"step_{step}") if step else None
+
+
 def ablate(cfg, ablation: str):
     """The recipe without one ingredient: ``no_resets`` keeps the stages but resets nothing on
     entering them; ``no_curriculum`` trains on the last stage's levels and length from step 1 (one
@@ -148,6 +181,13 @@ def run_seed(out: Path, seed: int, warm: Path, args: argparse.Namespace, eval_ta
                       "data.builtin_train_size=200", "stages=[{name: easy, until_step: 3}, {name: hard, reset_on_enter: true,"
                       " overrides: {rollout.max_response_length: 48, data.domain_weights: {builtin/chain9: 1.0}}}]"]
     cfg = ablate(load_config(str(args.recipe), overrides), args.ablation)
+    if args.select_best:  # validate on unevaluated problems; a checkpoint at every validation
+        import dataclasses
+
+        split = write_selection_split(out / "selection_val.jsonl", cfg.data.builtin_tasks,
+                                      max(args.hard_prompts, args.easy_prompts), cfg.data.val_max_prompts or 16)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_files=[str(split)]),
+                                  trainer=dataclasses.replace(cfg.trainer, save_every=cfg.validation.every))
     t0 = time.time()
     if not args.eval_only:
         train(cfg, overwrite=True, log=lambda *a: print(*a, flush=True))
@@ -168,6 +208,18 @@ def run_seed(out: Path, seed: int, warm: Path, args: argparse.Namespace, eval_ta
                                                       if isinstance(v, float)), flush=True)
     if rows:
         rows[-1]["train_minutes"] = minutes
+    if args.select_best and (best := best_checkpoint(run_dir)):
+        step, path = best
+        ej = out / f"seed{seed}" / f"eval_step{step}.json"
+        if not ej.exists():
+            eval_model(path, eval_tasks, ej, max_new_tokens=args.max_new_tokens)
+        rows.append({"seed": seed, "step": step, "selected": "best",
+                     **summary_row(json.loads(ej.read_text())["results"], args.hard)})
+        jsons.append(ej)
+        labels.append(f"best (step {step})")
+        print(f"seed {seed} best checkpoint, step {step}: hard_pass@1 {rows[-1]['hard_pass@1']:.3f}", flush=True)
+    elif args.select_best:
+        print(f"seed {seed}: no checkpoint validated above the starting policy; nothing selected", flush=True)
     plotting.plot_passk(jsons, out / f"seed{seed}" / "passk.png", labels=labels)
     plot_run_curves(run_dir, out / f"seed{seed}" / "run.png", args.hard)
     return rows
@@ -178,7 +230,7 @@ def table(base: dict, rows: list[dict]) -> str:
     lines = ["| seed | step | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys),
              "| - | warm start | " + " | ".join(f"{base[k]:.3f}" for k in keys) + " |"]
     for r in rows:
-        lines.append(f"| {r['seed']} | {r['step']} | " + " | ".join(f"{r.get(k, float('nan')):.3f}" for k in keys) + " |")
+        lines.append(f"| {r['seed']} | {r['step']}{' (best)' if r.get('selected') else ''} | " + " | ".join(f"{r.get(k, float('nan')):.3f}" for k in keys) + " |")
     finals = {}
     for r in rows:
         finals[r["seed"]] = r
@@ -205,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny warm start, 6 steps, small evals")
     ap.add_argument("--ablation", choices=["none", "no_resets", "no_curriculum"], default="none",
                     help="the recipe without its resets, or without its staged curriculum (use its own --out)")
+    ap.add_argument("--select-best", action="store_true",
+                    help="validate on held-out problems the evaluation does not use, checkpoint at every validation, "
+                         "and evaluate the trainer's best checkpoint as the run's result")
     ap.add_argument("--eval-only", action="store_true", help="re-evaluate and re-plot existing runs in --out")
     ap.add_argument("--set", nargs="+", default=[], dest="override", metavar="KEY=VALUE",
                     help="extra dotted config overrides for the recipe, e.g. trainer.max_minutes=20")

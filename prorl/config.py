@@ -253,6 +253,9 @@ class ValidationConfig:
     temperature: float = f(0.6, "validation sampling temperature (paper: 0.6)")
     top_p: float = f(0.95, "validation nucleus sampling (paper: 0.95)")
     max_response_length: int = f(0, "validation max new tokens (0 = rollout.max_response_length)")
+    save_best: bool = f(False, "checkpoint whenever a validation is the best so far, so that the best checkpoint "
+                               "(the rollback target; RUN_DIR/best_checkpoint.json at the end) is the best validated "
+                               "policy, not the best one that fell on a trainer.save_every step")
     min_scored_fraction: float = f(0.9, "a validation in which a data_source has fewer of its samples scored (the rest "
                                         "infra_error: reward outage) is logged but ignored by the best checkpoint, "
                                         "resets and rollback")

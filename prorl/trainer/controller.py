@@ -131,7 +131,8 @@ class Trainer:
                 last = step >= cfg.trainer.total_steps
                 if self.val_examples and cfg.validation.every and (step % cfg.validation.every == 0 or last or out_of_time):
                     self.validate()
-                if (cfg.trainer.save_every and step % cfg.trainer.save_every == 0) or last or out_of_time:
+                new_best = cfg.validation.save_best and self.state.best_step == step
+                if (cfg.trainer.save_every and step % cfg.trainer.save_every == 0) or last or out_of_time or new_best:
                     self.save()
                 if out_of_time:
                     self._stop_reason = f"trainer.max_minutes={cfg.trainer.max_minutes} reached at step {step}"
@@ -140,6 +141,7 @@ class Trainer:
             self._print_summary()
             if self.world.is_main:
                 (self.run_dir / "final_validation.json").write_text(json.dumps(self.results, indent=1))
+                self._write_best()
         finally:
             self.close()
         return self.results
@@ -298,6 +300,17 @@ class Trainer:
         if state.best_step == step:
             state.best_ckpt, state.best_ckpt_step = str(path), step
         return path
+
+    def _write_best(self) -> None:
+        """``RUN_DIR/best_checkpoint.json``: the checkpoint of the best usable validation (blended over
+        data_sources) and its scores, for whoever takes the run's result (``prorl eval`` it, export it)."""
+        s = self.state
+        if not s.best_ckpt or not Path(s.best_ckpt).exists():
+            return
+        best = {"step": s.best_ckpt_step, "checkpoint": str(Path(s.best_ckpt).resolve()),
+                "validation": s.best_val, "scores": s.best_scores}
+        (self.run_dir / "best_checkpoint.json").write_text(json.dumps(best, indent=1))
+        self.log(f"best validation {s.best_val:.3f} at step {s.best_ckpt_step}: {best['checkpoint']}")
 
     def export_policy(self, directory: str | Path) -> None:
         """Write the current policy as a Hugging Face model (+ tokenizer) that ``from_pretrained`` loads."""

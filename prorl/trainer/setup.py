@@ -53,7 +53,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, *, fresh: bool) -> None:
     """Called once everything has loaded (so a failed start changes nothing): a fresh run clears
     what an earlier run left; the resolved config is written."""
     if fresh and run_dir.exists():
-        for name in ("metrics.jsonl", "events.jsonl", "final_validation.json"):
+        for name in ("metrics.jsonl", "events.jsonl", "final_validation.json", "best_checkpoint.json"):
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)

@@ -67,3 +67,33 @@ def test_ablations_remove_exactly_one_ingredient_of_the_recipe(load_script):
     assert flat.stages == []
     assert flat.rollout.max_response_length == recipe.stages[-1].overrides["rollout.max_response_length"]
     assert flat.data.domain_weights == recipe.stages[-1].overrides["data.domain_weights"]
+
+
+def test_the_selection_split_never_holds_an_evaluated_problem(load_script):
+    from prorl.data.builtin_tasks import generate_rows
+
+    mod = load_script("experiments/boundary_expansion.py", "boundary_expansion")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = mod.write_selection_split(Path(d) / "sel.jsonl", ["chain2", "chain9"], skip=32, prompts=16)
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["data_source"] for r in rows] == ["builtin/chain2"] * 16 + ["builtin/chain9"] * 16
+    for task in ("chain2", "chain9"):  # what eval_model scores: the first 32 held-out rows of the same pool
+        evaluated = {r["prompt"][-1]["content"] for r in generate_rows(task, mod.EVAL_POOL, 1234, "val")[:32]}
+        chosen = [r["prompt"][-1]["content"] for r in rows if r["data_source"] == f"builtin/{task}"]
+        assert len(set(chosen)) == 16 and not evaluated & set(chosen)
+    with pytest.raises(ValueError, match="no 16 held-out problems left"):
+        mod.write_selection_split(Path("/nonexistent/never-written.jsonl"), ["chain9"], skip=56, prompts=16)
+
+
+def test_best_checkpoint_is_the_one_the_last_trainer_state_names(tmp_path, load_script):
+    mod = load_script("experiments/boundary_expansion.py", "boundary_expansion")
+    for step, best in ((10, 10), (20, 10), (30, 20)):  # the best moves to step 20 after step 20 was saved
+        d = tmp_path / "checkpoints" / f"step_{step}"
+        d.mkdir(parents=True)
+        (d / "trainer_state.json").write_text(json.dumps({"best_ckpt_step": best}))
+        (d / "COMPLETE").write_text("")
+    assert mod.best_checkpoint(tmp_path) == (20, tmp_path / "checkpoints" / "step_20")
+    (tmp_path / "checkpoints" / "step_30" / "trainer_state.json").write_text(json.dumps({"best_ckpt_step": None}))
+    assert mod.best_checkpoint(tmp_path) is None

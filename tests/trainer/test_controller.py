@@ -72,3 +72,21 @@ def test_driven_by_hand_step_reset_validate_save_export(tmp_path):
         assert resumed.state.step == 3 and resumed.step() is not None and resumed.state.step == 4
     finally:
         resumed.close()
+
+
+def test_save_best_checkpoints_the_best_validation_and_names_it(tmp_path):
+    """With validation.save_best the best checkpoint is the best validation's even when no
+    save_every step falls on it; best_checkpoint.json names it (without, the best is only ever a
+    validation that coincides with a save)."""
+    from prorl.trainer.checkpoint import list_checkpoints
+
+    trainer = Trainer(_cfg(tmp_path, "validation.save_best=true", "trainer.total_steps=6", "trainer.keep_checkpoints=1"),
+                      log=lambda *a: None)
+    trainer.fit()
+    history, steps = trainer.state.blended_val_history, trainer.state.val_steps
+    best_step = steps[history.index(max(history))]  # the first maximum: a tie does not replace the best
+    assert best_step > 0, "this seed's policy should beat its start on sort at some validation"
+    best = json.loads((tmp_path / "best_checkpoint.json").read_text())
+    assert best["step"] == best_step and best["validation"] == max(history)
+    assert Path(best["checkpoint"]).name == f"step_{best_step}" and Path(best["checkpoint"]).exists()
+    assert [s for s, _ in list_checkpoints(tmp_path)] == sorted({best_step, 6})  # newest 1 + the best
