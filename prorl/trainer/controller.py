@@ -306,6 +306,9 @@ class Trainer:
         data_sources) and its scores, for whoever takes the run's result (``prorl eval`` it, export it)."""
         s = self.state
         if not s.best_ckpt or not Path(s.best_ckpt).exists():
+            if s.best_step:  # the best validation fell between checkpoints
+                self.log(f"best validation {s.best_val:.3f} at step {s.best_step} was not checkpointed "
+                         "(validation.save_best=true keeps it)")
             return
         best = {"step": s.best_ckpt_step, "checkpoint": str(Path(s.best_ckpt).resolve()),
                 "validation": s.best_val, "scores": s.best_scores}

@@ -90,3 +90,16 @@ def test_save_best_checkpoints_the_best_validation_and_names_it(tmp_path):
     assert best["step"] == best_step and best["validation"] == max(history)
     assert Path(best["checkpoint"]).name == f"step_{best_step}" and Path(best["checkpoint"]).exists()
     assert [s for s, _ in list_checkpoints(tmp_path)] == sorted({best_step, 6})  # newest 1 + the best
+
+
+def test_without_save_best_a_best_between_checkpoints_is_named_not_faked(tmp_path):
+    """Checkpoints only at the end: unless the last validation is the best, no best checkpoint
+    exists, so no best_checkpoint.json; the log says which validation was lost and how to keep it."""
+    lines: list[str] = []
+    trainer = Trainer(_cfg(tmp_path, "trainer.total_steps=6"), log=lambda *a: lines.append(" ".join(map(str, a))))
+    trainer.fit()
+    history, steps = trainer.state.blended_val_history, trainer.state.val_steps
+    best_step = steps[history.index(max(history))]
+    assert 0 < best_step < 6, "this seed's best validation should fall between the start and the end"
+    assert not (tmp_path / "best_checkpoint.json").exists()
+    assert any(f"at step {best_step} was not checkpointed" in ln for ln in lines), lines[-3:]
