@@ -42,6 +42,8 @@ ARMS = {  # arm -> what it is (the table's order)
                                  "trainer validates every 10 steps on 16 problems per level that the evaluation does "
                                  "not use, checkpoints each time, and its best blended validation is the result)",
     "no_curriculum_passk4_best_last": "the same 5 runs, scored at their last checkpoint instead",
+    "recipe_best": "recipe (4 stages, resets), GRPO, **the best validated checkpoint** (`--select-best`, as above)",
+    "recipe_best_last": "the same 5 runs, scored at their last checkpoint instead",
 }
 
 
@@ -115,8 +117,13 @@ def plot(data: dict, out_png: Path) -> None:
     from matplotlib.figure import Figure
 
     arms = sorted(data, key=lambda a: list(ARMS).index(a) if a in ARMS else 99)
-    fig = Figure(figsize=(2.1 * len(arms) + 1, 3.4))
-    axes = fig.subplots(1, len(arms), sharey=True)
+    cols = min(5, len(arms))
+    rows = -(-len(arms) // cols)
+    fig = Figure(figsize=(2.6 * cols + 1, 3.2 * rows))
+    grid = fig.subplots(rows, cols, sharey=True, squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[len(arms):]:
+        ax.set_visible(False)
     for ax, arm in zip(axes, arms):
         for s, run in sorted(data[arm].items()):
             curve, steps = run["curve"], sorted(run["curve"])
@@ -127,7 +134,8 @@ def plot(data: dict, out_png: Path) -> None:
         ax.set_title(arm.replace(f"_best{LAST}", ": same runs,\nlast checkpoint").replace("_best", ":\nbest checkpoint")
                      .replace("_passk4", " + passk4").replace("_", " "), fontsize=8)
         ax.legend(fontsize=6)
-    axes[0].set_ylabel("held-out chain9 pass@64")
+    for row in grid:
+        row[0].set_ylabel("held-out chain9 pass@64")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
 
