@@ -305,15 +305,18 @@ class Trainer:
         """``RUN_DIR/best_checkpoint.json``: the checkpoint of the best usable validation (blended over
         data_sources) and its scores, for whoever takes the run's result (``prorl eval`` it, export it)."""
         s = self.state
+        if s.best_step and s.best_step != s.best_ckpt_step:  # the best validation fell between checkpoints
+            self.log(f"best validation {s.best_val:.3f} at step {s.best_step} was not checkpointed "
+                     "(validation.save_best=true keeps it)")
         if not s.best_ckpt or not Path(s.best_ckpt).exists():
-            if s.best_step:  # the best validation fell between checkpoints
-                self.log(f"best validation {s.best_val:.3f} at step {s.best_step} was not checkpointed "
-                         "(validation.save_best=true keeps it)")
             return
+        # the checkpoint's own validation: a later, higher one may have fallen between checkpoints
+        val, scores = s.validation_at(s.best_ckpt_step) or (None, {})
         best = {"step": s.best_ckpt_step, "checkpoint": str(Path(s.best_ckpt).resolve()),
-                "validation": s.best_val, "scores": s.best_scores}
+                "validation": val, "scores": scores}
         (self.run_dir / "best_checkpoint.json").write_text(json.dumps(best, indent=1))
-        self.log(f"best validation {s.best_val:.3f} at step {s.best_ckpt_step}: {best['checkpoint']}")
+        shown = "unknown" if val is None else f"{val:.3f}"  # (a state from before validation steps were kept)
+        self.log(f"best checkpoint: step {s.best_ckpt_step}, validation {shown}: {best['checkpoint']}")
 
     def export_policy(self, directory: str | Path) -> None:
         """Write the current policy as a Hugging Face model (+ tokenizer) that ``from_pretrained`` loads."""

@@ -76,6 +76,15 @@ class RunState:
             self.best_counts = {ds: dict(c) for ds, c in counts.items()}
         return blended
 
+    def validation_at(self, step: int | None) -> tuple[float, dict[str, float]] | None:
+        """The blended and per-source scores of the (latest) validation recorded at ``step``; None if
+        there is none. Every recorded validation covers every data_source, so the histories align."""
+        idx = [i for i, s in enumerate(self.val_steps) if s is not None and s == step]
+        if not idx:
+            return None
+        i = idx[-1]
+        return self.blended_val_history[i], {ds: h[i] for ds, h in self.val_history.items()}
+
     def record_rollback(self) -> None:
         """The policy was rolled back to the best checkpoint: its scores become the level to defend.
         A rollback while the previous one never recovered counts as a failed recovery."""

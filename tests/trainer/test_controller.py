@@ -103,3 +103,22 @@ def test_without_save_best_a_best_between_checkpoints_is_named_not_faked(tmp_pat
     assert 0 < best_step < 6, "this seed's best validation should fall between the start and the end"
     assert not (tmp_path / "best_checkpoint.json").exists()
     assert any(f"at step {best_step} was not checkpointed" in ln for ln in lines), lines[-3:]
+
+
+def test_best_checkpoint_json_gives_the_checkpoints_own_validation(tmp_path):
+    """The best checkpoint is at step 2, a higher validation at step 3 fell between checkpoints: the
+    file names step 2 with step 2's scores (not the later best's), and the log names step 3."""
+    lines: list[str] = []
+    trainer = Trainer(_cfg(tmp_path), log=lambda *a: lines.append(" ".join(map(str, a))))
+    try:
+        s, ckpt = trainer.state, tmp_path / "checkpoints" / "step_2"
+        ckpt.mkdir(parents=True)
+        for step, score in ((1, 0.5), (2, 0.6), (3, 0.7)):
+            s.record_validation(step, {"builtin/sort": score})
+        s.best_ckpt, s.best_ckpt_step = str(ckpt), 2
+        trainer._write_best()
+    finally:
+        trainer.close()
+    best = json.loads((tmp_path / "best_checkpoint.json").read_text())
+    assert best["step"] == 2 and best["validation"] == 0.6 and best["scores"] == {"builtin/sort": 0.6}
+    assert any("at step 3 was not checkpointed" in ln for ln in lines), lines[-3:]
