@@ -226,7 +226,8 @@ def arm_overrides(arm: str, segment_tokens: int) -> list[str]:
         return ["rollout.mode=sync", "trainer.threads=2"]
     return ["rollout.mode=async", f"rollout.max_staleness={k}", "rollout.async_workers=1",
             f"rollout.async_segment_tokens={seg if seg is not None else segment_tokens}", "trainer.threads=0",
-            "rollout.async_worker_threads=0", "rollout.async_timeout_s=600"]
+            "rollout.async_worker_threads=0", "rollout.async_timeout_s=600",
+            "algo.use_rollout_logprobs_as_old=false"]  # the trainer recomputes the old log-probs, as in the stored runs
 
 
 def arm_config(arm: str, setting: vs_trl.Setting, *, model_dir: Path, data: Path, run_dir: Path, steps: int,

@@ -53,8 +53,11 @@ from report import ms  # noqa: E402  (mean ± sd over seeds, as the plan's repor
 
 ARMS: dict[str, list[str]] = {
     "sync": ["rollout.mode=sync", "trainer.threads=2"],
-    "async_k1": ["rollout.mode=async", "rollout.max_staleness=1", "rollout.async_workers=1", "trainer.threads=0"],
-    "async_k2": ["rollout.mode=async", "rollout.max_staleness=2", "rollout.async_workers=1", "trainer.threads=0"],
+    # the old policy is the trainer's recompute, as when these arms were run (the async default is now the behaviour policy)
+    "async_k1": ["rollout.mode=async", "rollout.max_staleness=1", "rollout.async_workers=1", "trainer.threads=0",
+                 "algo.use_rollout_logprobs_as_old=false"],
+    "async_k2": ["rollout.mode=async", "rollout.max_staleness=2", "rollout.async_workers=1", "trainer.threads=0",
+                 "algo.use_rollout_logprobs_as_old=false"],
 }
 SETTING = [
     f"model.path={WARM}", f"data.builtin_tasks=[{LEVEL}]", "data.builtin_train_size=3000", "data.builtin_val_size=64",

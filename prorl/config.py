@@ -173,8 +173,12 @@ class AlgoConfig:
     rollout_corr_tis_cap: float = f(2.0, "tis: the cap C of the token importance weight")
     rollout_corr_low: float = f(0.5, "mis_token / mis_seq / geo_seq: lowest kept ratio (ICE-POP: 0.5)")
     rollout_corr_high: float = f(5.0, "mis_token / mis_seq / geo_seq: highest kept ratio (ICE-POP: 5)")
-    use_rollout_logprobs_as_old: bool = f(False, "use the engine's sampling log-probs as the old log-probs of the PPO "
-                                          "ratio (skips the trainer's old-log-prob pass)")
+    use_rollout_logprobs_as_old: bool | None = f(None, "the old log-probs of the PPO ratio (what the clip is relative to) are "
+                                                 "the engine's sampling log-probs, not the trainer's recompute (also skips "
+                                                 "the old-log-prob pass); null (auto): true in rollout.mode=async with "
+                                                 "rollout.max_staleness >= 1 (standard PPO on the behaviour policy: on the "
+                                                 "preset +25 points held-out add against +19 with the recompute, "
+                                                 "experiments/async_preset.py), false otherwise")
 
 
 @dataclass
@@ -346,6 +350,16 @@ class Config:
 
 
 BUILTIN_PRESET = Path(__file__).parent / "configs" / "tiny.yaml"
+
+
+def old_logprobs_from_rollout(cfg: Config) -> bool:
+    """``algo.use_rollout_logprobs_as_old`` with its automatic default resolved for ``cfg`` (a stage's
+    config may change ``rollout.max_staleness``): stale samples (async, K >= 1) take their PPO clip
+    relative to the policy that sampled them, everything else relative to the trainer's recompute."""
+    chosen = cfg.algo.use_rollout_logprobs_as_old
+    if chosen is not None:
+        return chosen
+    return cfg.rollout.mode == "async" and cfg.rollout.max_staleness >= 1
 
 
 def to_dict(cfg: Any) -> dict:

@@ -24,7 +24,7 @@ import torch
 from prorl.algo.core import aggregate_loss, kl_penalty, make_policy_loss, masked_mean
 from prorl.algo.entropy_mask import entropy_top_mask, entropy_top_threshold
 from prorl.algo.rollout_correction import rollout_correction
-from prorl.config import ActorConfig, AlgoConfig, Config
+from prorl.config import ActorConfig, AlgoConfig, Config, old_logprobs_from_rollout
 from prorl.models.layout import PaddedBatch
 from prorl.models.packing import (default_row_tokens, pack_padded, pack_sequences, packed_response_logprobs,
                                   token_budget_micro_batches)
@@ -181,7 +181,8 @@ class Actor:
         global_groups = int(D.all_reduce(self.world, batch.num_groups))
         num_mini = max(1, -(-global_groups // actor.ppo_mini_batch_size))
         on_policy = num_mini == 1 and actor.ppo_epochs == 1
-        if algo.use_rollout_logprobs_as_old and batch.rollout_logp is not None:
+        from_rollout = old_logprobs_from_rollout(self.cfg)
+        if from_rollout and batch.rollout_logp is not None:
             old_logp = batch.rollout_logp  # the engine's log-probs: no old-policy forward at all
         else:
             old_logp = None if on_policy else self.logprobs(batch.seqs, temperature=batch.temperature)
@@ -229,7 +230,7 @@ class Actor:
             old = logp.detach() if old_logp is None else old_logp[sub]
             is_weights = None
             if batch.rollout_logp is not None:  # the trainer's old policy vs the engine that sampled
-                train_old = logp.detach() if old_logp is None or algo.use_rollout_logprobs_as_old else old
+                train_old = logp.detach() if old_logp is None or old_logp is batch.rollout_logp else old
                 corr_w, corr_mask, corr = rollout_correction(
                     train_old, batch.rollout_logp[sub], mask, mode=algo.rollout_correction,
                     tis_cap=algo.rollout_corr_tis_cap, low=algo.rollout_corr_low, high=algo.rollout_corr_high)

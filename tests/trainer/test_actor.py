@@ -107,6 +107,27 @@ def test_on_policy_update_skips_the_old_logprob_pass(monkeypatch):
     assert calls == [False], "two mini-batches: the second is off-policy and needs the old log-probs"
 
 
+@pytest.mark.parametrize("overrides, recomputes", [
+    ((), True),  # sync: the trainer's recompute is the old policy
+    (("rollout.mode=async",), False),  # async, K = 1 (auto): the behaviour policy's log-probs, no old pass
+    (("rollout.mode=async", "rollout.max_staleness=0"), True),  # on-policy async: as sync
+    (("rollout.mode=async", "algo.use_rollout_logprobs_as_old=false"), True),  # an explicit choice wins
+    (("algo.use_rollout_logprobs_as_old=true",), False),
+])
+def test_the_old_policy_of_stale_samples_is_the_one_that_sampled_them(monkeypatch, overrides, recomputes):
+    """Two mini-batches (off-policy): the old log-probs are recomputed unless they come from the
+    engine; with them, the PPO ratio of every token (the engine gave each 2 nats less) is about exp(2)."""
+    actor = make_actor("algo.kl_coef=0", "actor.ppo_mini_batch_size=1", "actor.lr=1e-9", *overrides, reference=False)
+    calls = []
+    real = actor.logprobs
+    monkeypatch.setattr(actor, "logprobs", lambda *a, **k: calls.append(k.get("reference", False)) or real(*a, **k))
+    batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id)
+    batch.rollout_logp = real(batch.seqs, temperature=1.0) - 2.0
+    m = actor.update(batch, rng=random.Random(0))
+    assert calls == ([False] if recomputes else [])
+    assert (abs(m["actor/ppo_kl"]) > 1.0) == (not recomputes), m["actor/ppo_kl"]  # mean log(pi_old / pi): ~0 or ~-2
+
+
 def test_reset_copies_the_policy_into_the_reference_and_restarts_adam():
     actor = make_actor("algo.kl_coef=0.1", "actor.ppo_mini_batch_size=2")
     batch = random_batch(len(actor.tokenizer), actor.tokenizer.pad_token_id)
