@@ -96,7 +96,10 @@ def test_kill9_at_a_random_moment_then_resume(tmp_path):
     deadline = time.monotonic() + 300
     while not list((tmp_path / "checkpoints").glob("step_*")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 2.0))
+    kill_at = time.monotonic() + random.Random(os.getpid()).uniform(0.0, 2.0)
+    metrics = tmp_path / "metrics.jsonl"  # a random moment, but before the last steps (steps take ~0.1 s here)
+    while time.monotonic() < kill_at and (not metrics.exists() or metrics.read_bytes().count(b"\n") < total - 4):
+        time.sleep(0.02)
     workers = workers_of(proc.pid)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL

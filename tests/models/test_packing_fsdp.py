@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 WORLD = 2
 OVERRIDES = ["trainer.threads=1", "actor.max_tokens_per_micro_batch=4096", "actor.max_tokens_per_row=64",
-             "actor.logprob_chunk_tokens=8"]
+             "actor.logprob_chunk_tokens=8", "model.autocast=none"]
 
 
 def _make_actor(world):
