@@ -176,7 +176,7 @@ class AlgoConfig:
     use_rollout_logprobs_as_old: bool | None = f(None, "the old log-probs of the PPO ratio (what the clip is relative to) are "
                                                  "the engine's sampling log-probs, not the trainer's recompute (also skips "
                                                  "the old-log-prob pass); null (auto): true in rollout.mode=async with "
-                                                 "rollout.max_staleness >= 1 (standard PPO on the behaviour policy: on the "
+                                                 "rollout.max_staleness >= 1 and algo.rollout_correction=none (standard PPO on the behaviour policy: on the "
                                                  "preset +25 points held-out add against +19 with the recompute, "
                                                  "experiments/async_preset.py), false otherwise")
 
@@ -355,11 +355,14 @@ BUILTIN_PRESET = Path(__file__).parent / "configs" / "tiny.yaml"
 def old_logprobs_from_rollout(cfg: Config) -> bool:
     """``algo.use_rollout_logprobs_as_old`` with its automatic default resolved for ``cfg`` (a stage's
     config may change ``rollout.max_staleness``): stale samples (async, K >= 1) take their PPO clip
-    relative to the policy that sampled them, everything else relative to the trainer's recompute."""
+    relative to the policy that sampled them, everything else relative to the trainer's recompute;
+    so does a run with a rollout correction (its weights pi_prox / pi_behaviour need the recompute as
+    the proximal policy: AReaL's decoupled objective)."""
     chosen = cfg.algo.use_rollout_logprobs_as_old
     if chosen is not None:
         return chosen
-    return cfg.rollout.mode == "async" and cfg.rollout.max_staleness >= 1
+    stale = cfg.rollout.mode == "async" and cfg.rollout.max_staleness >= 1
+    return stale and cfg.algo.rollout_correction == "none"
 
 
 def to_dict(cfg: Any) -> dict:

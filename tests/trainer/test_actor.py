@@ -111,6 +111,7 @@ def test_on_policy_update_skips_the_old_logprob_pass(monkeypatch):
     ((), True),  # sync: the trainer's recompute is the old policy
     (("rollout.mode=async",), False),  # async, K = 1 (auto): the behaviour policy's log-probs, no old pass
     (("rollout.mode=async", "rollout.max_staleness=0"), True),  # on-policy async: as sync
+    (("rollout.mode=async", "algo.rollout_correction=tis"), True),  # the decoupled objective: the recompute is pi_prox
     (("rollout.mode=async", "algo.use_rollout_logprobs_as_old=false"), True),  # an explicit choice wins
     (("algo.use_rollout_logprobs_as_old=true",), False),
 ])
