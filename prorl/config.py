@@ -176,8 +176,8 @@ class AlgoConfig:
     use_rollout_logprobs_as_old: bool | None = f(None, "the old log-probs of the PPO ratio (what the clip is relative to) are "
                                                  "the engine's sampling log-probs, not the trainer's recompute (also skips "
                                                  "the old-log-prob pass); null (auto): true in rollout.mode=async with "
-                                                 "rollout.max_staleness >= 1 and algo.rollout_correction=none (standard PPO on the behaviour policy: on the "
-                                                 "preset +25 points held-out add against +19 with the recompute, "
+                                                 "rollout.max_staleness >= 1 and algo.rollout_correction=none (standard "
+                                                 "PPO on the behaviour policy: on the preset +25 points held-out add against +19 with the recompute, "
                                                  "experiments/async_preset.py), false otherwise")
 
 
