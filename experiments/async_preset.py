@@ -38,6 +38,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from prorl.trainer.metrics import read_metrics
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "async_results" / "preset.json"
 STEPS = 150
@@ -63,26 +65,18 @@ def _seed_repeat(name: str) -> tuple[int, int]:
 
 
 def curves(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """Held-out acc (mean@4) per task, as (step, value), from a run's metrics.jsonl."""
-    out: dict[str, list[tuple[int, float]]] = {t: [] for t in TASKS}
-    for line in (path / "metrics.jsonl").read_text().splitlines():
-        m = json.loads(line)
-        for t in TASKS:
-            key = f"val-core/builtin/{t}/acc/mean@4"
-            if key in m:
-                out[t].append((int(m["step"]), float(m[key])))
-    return out
+    """Held-out acc (mean@4) per task, as (step, value), from a run's metrics.jsonl (none yet: empty)."""
+    metrics = read_metrics(path)
+    keys = {t: f"val-core/builtin/{t}/acc/mean@4" for t in TASKS}
+    return {t: [(int(m["step"]), float(m[k])) for m in metrics if k in m] for t, k in keys.items()}
 
 
-def finished(path: Path) -> bool:
-    if not (path / "metrics.jsonl").exists():
-        return False
-    c = curves(path)
+def finished(c: dict[str, list[tuple[int, float]]]) -> bool:
+    """Whether these curves (:func:`curves`) reach the last step on every task."""
     return all(c[t] and c[t][-1][0] >= STEPS for t in TASKS)
 
 
-def summarise(path: Path) -> dict:
-    c = curves(path)
+def summarise(c: dict[str, list[tuple[int, float]]]) -> dict:
     res = {}
     for t in TASKS:
         vals = [v for _, v in c[t]]
@@ -105,16 +99,17 @@ def main() -> None:
         for arm in args.arms:
             for r in range(args.repeats):
                 path = run_dir(args.out, arm, seed, r)
-                if not finished(path):
+                if not finished(curves(path)):
                     cmd = [sys.executable, "-m", "prorl", "train", *ARMS[arm], f"trainer.seed={seed}",
                            f"trainer.total_steps={STEPS}", "trainer.progress_bar=false", f"trainer.run_dir={path}"]
                     print("+", " ".join(cmd[2:]), flush=True)
                     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     for arm in args.arms:  # every finished run of the arm under OUT (earlier invocations' seeds and repeats too)
         for path in sorted((args.out / arm).glob("seed*"), key=lambda p: _seed_repeat(p.name)):
-            if finished(path):
+            c = curves(path)
+            if finished(c):
                 seed, r = _seed_repeat(path.name)
-                runs.append({"arm": arm, "seed": seed, "repeat": r, **summarise(path)})
+                runs.append({"arm": arm, "seed": seed, "repeat": r, **summarise(c)})
     print(f"\nheld-out gain over {STEPS} steps (mean of the last {TAIL} validations - step 0), per run:")
     for arm in args.arms:
         mine = [x for x in runs if x["arm"] == arm]

@@ -40,8 +40,9 @@ def test_summary_gain_is_the_tail_mean_over_the_first_validation(tmp_path):
     _write_run(tmp_path / "async_k1" / "seed0_r2", add, [0.4] * n)
     _write_run(tmp_path / "async_k1" / "seed1", add[:5], [0.4] * 5)  # stopped early: not finished
     assert ap._seed_repeat("seed0_r2") == (0, 2) and ap._seed_repeat("seed11") == (11, 0)
-    assert ap.finished(tmp_path / "async_k1" / "seed0_r2") and not ap.finished(tmp_path / "async_k1" / "seed1")
-    s = ap.summarise(tmp_path / "async_k1" / "seed0_r2")
+    assert ap.finished(ap.curves(tmp_path / "async_k1" / "seed0_r2"))
+    assert not ap.finished(ap.curves(tmp_path / "async_k1" / "seed1")) and not ap.finished(ap.curves(tmp_path / "none"))
+    s = ap.summarise(ap.curves(tmp_path / "async_k1" / "seed0_r2"))
     assert abs(s["add"]["tail_mean"] - 0.8) < 1e-9 and abs(s["add"]["gain_tail"] - 0.3) < 1e-9
     assert abs(s["add"]["gain_last"] - 0.4) < 1e-9 and s["sort"]["gain_tail"] == 0.0
 
